@@ -1,0 +1,102 @@
+"""The provider seam: what every AI backend yields and how it fails."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One turn of the prompt, already flattened to plain text by the caller."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider reported them, for accounting."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Last item of every stream."""
+
+    usage: Usage | None
+    finish_reason: str | None  # "stop", "length", ... as the provider said
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Limits we enforce ourselves so a stalled upstream fails fast instead of hanging a turn."""
+
+    connect: float = 5.0  # TCP connect (and TLS handshake)
+    first_token: float = 30.0  # request sent -> first text delta
+    idle: float = 30.0  # max gap between two chunks after the first delta
+    total: float = 300.0  # whole stream
+
+
+class ProviderError(Exception):
+    """A provider failed; `code` is the wire contract's code ("provider_error" or "unavailable")."""
+
+    code: str = "provider_error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ProviderHTTPError(ProviderError):
+    """The upstream answered 4xx/5xx before streaming; the message carries its own error text."""
+
+
+class ProviderTimeout(ProviderError):
+    """One of our `Timeouts` expired; `which` names it ("connect", "first_token", "idle", "total")."""
+
+    def __init__(self, message: str, *, which: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.which = which
+
+
+class ProviderConnectionError(ProviderError):
+    """Refused, reset, or closed before the end marker; code "unavailable" if it never connected."""
+
+
+class ProviderProtocolError(ProviderError):
+    """The upstream sent something we cannot parse, or reported an error inside the stream."""
+
+
+class Provider(Protocol):
+    """What the server needs from an AI backend: stream a reply, list models, prove it is alive."""
+
+    kind: str  # "openai" | "anthropic" | "ollama" | "echo"
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str | StreamEnd]:
+        """Yields non-empty text deltas, then exactly one StreamEnd; raises ProviderError subclasses."""
+        ...
+
+    async def list_models(self) -> list[str]:
+        """Model names the backend serves right now."""
+        ...
+
+    async def health(self) -> float:
+        """Round trip latency in ms of a cheap request; raises ProviderError when down."""
+        ...
