@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -28,20 +29,23 @@ class NDJSONDecoder:
         """True when a partial (unterminated) line is buffered."""
         return bool(self._buf.strip())
 
-    def feed(self, chunk: bytes) -> list[Any]:
-        """Consume a chunk and return the values of the lines it completes."""
+    def feed(self, chunk: bytes) -> Iterator[Any]:
+        """Consume a chunk; lazily decode the lines it completes, so good lines before a bad one count."""
         buf = self._buf + chunk if self._buf else chunk
         *lines, self._buf = buf.split(b"\n")
-        return [_decode(line) for line in lines if line.strip()]
+        return _decode(lines)
 
-    def close(self) -> list[Any]:
+    def close(self) -> Iterator[Any]:
         """Decode a last line that had no trailing newline (the body ended)."""
         rest, self._buf = self._buf, b""
-        return [_decode(rest)] if rest.strip() else []
+        return _decode([rest])
 
 
-def _decode(line: bytes) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise NDJSONError(line) from None
+def _decode(lines: list[bytes]) -> Iterator[Any]:
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise NDJSONError(line) from None

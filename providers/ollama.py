@@ -19,6 +19,9 @@ from providers.ndjson import NDJSONDecoder, NDJSONError
 from providers.transport import Upstream, get_json
 
 
+_EOF = object()  # sentinel: this chunk's lines are used up
+
+
 class OllamaProvider:
     """Streams `/api/chat` from one Ollama machine (a node)."""
 
@@ -68,17 +71,18 @@ class OllamaProvider:
         async with upstream:
             while end is None:
                 chunk = await upstream.read()
-                try:
-                    lines = decoder.feed(chunk) if chunk else decoder.close()
-                except NDJSONError as exc:
-                    raise ProviderProtocolError(f"{self.kind}: {exc}") from None
-                for obj in lines:
+                lines = decoder.feed(chunk) if chunk else decoder.close()
+                while end is None:
+                    try:
+                        obj = next(lines, _EOF)
+                    except NDJSONError as exc:
+                        raise ProviderProtocolError(f"{self.kind}: {exc}") from None
+                    if obj is _EOF:
+                        break
                     text, end = _parse_line(obj)
                     if text:
                         upstream.got_token()
                         yield text
-                    if end is not None:
-                        break
                 if not chunk and end is None:
                     raise ProviderConnectionError(f"{self.kind}: stream ended before done")
             await upstream.finish()
