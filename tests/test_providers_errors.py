@@ -1,0 +1,41 @@
+"""How upstream error bodies become short, clear messages (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from providers.transport import error_detail
+
+RECORDINGS = Path(__file__).parent / "recordings"
+
+
+def test_openai_json_error_uses_message_and_type() -> None:
+    raw = (RECORDINGS / "openai_error.json").read_bytes()
+    detail = error_detail(raw, "application/json")
+    assert detail.startswith("Incorrect API key provided: sk-abc123.")
+    assert detail.endswith("(invalid_request_error)")
+
+
+def test_ollama_string_error() -> None:
+    assert error_detail(b'{"error":"model not found"}', "application/json") == "model not found"
+
+
+def test_nginx_html_page_becomes_its_title() -> None:
+    raw = (RECORDINGS / "nginx_502.html").read_bytes()
+    assert error_detail(raw, "text/html") == "502 Bad Gateway"
+
+
+def test_html_without_title_is_stripped_and_trimmed() -> None:
+    raw = b"<html><script>var x = 1;</script><body><p>" + b"word " * 200 + b"</p></body></html>"
+    detail = error_detail(raw, "text/html; charset=utf-8")
+    assert "<" not in detail and "var x" not in detail
+    assert detail.startswith("word word") and len(detail) <= 200 and detail.endswith("…")
+
+
+def test_plain_text_and_empty_bodies() -> None:
+    assert error_detail(b"  upstream\n  timed out \n", "text/plain") == "upstream timed out"
+    assert error_detail(b"", "text/plain") == ""
+
+
+def test_json_without_known_fields_falls_back_to_the_text() -> None:
+    assert error_detail(b'{"status": "bad"}', "application/json") == '{"status": "bad"}'
