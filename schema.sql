@@ -1,0 +1,101 @@
+-- The whole schema. Applied at every start, idempotently, under an advisory lock
+-- (Store.apply_schema). Every statement must be safe to run again.
+--
+-- How a change ships: append a numbered step at the end written so it can run twice
+-- (ADD COLUMN IF NOT EXISTS, CREATE INDEX IF NOT EXISTS, DO blocks that check the
+-- catalog), and bump the version line below. A server whose code is older than the
+-- recorded version refuses to start rather than run against a schema it doesn't know.
+--
+-- schema-version: 3
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version     integer NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Step 1: accounts, conversations, messages, nodes.
+
+CREATE TABLE IF NOT EXISTS users (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    username       text NOT NULL CHECK (username ~ '^[A-Za-z0-9_.-]{1,32}$'),
+    display_name   text NOT NULL CHECK (char_length(display_name) BETWEEN 1 AND 64),
+    password_hash  text NOT NULL,
+    is_admin       boolean NOT NULL DEFAULT false,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower ON users (lower(username));
+
+CREATE TABLE IF NOT EXISTS auth_tokens (
+    token_hash  bytea PRIMARY KEY,
+    user_id     bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS auth_tokens_user ON auth_tokens (user_id);
+
+CREATE TABLE IF NOT EXISTS conversations (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    title        text NOT NULL CHECK (char_length(title) BETWEEN 1 AND 200),
+    mode         text NOT NULL DEFAULT 'solo' CHECK (mode IN ('solo', 'partner', 'group')),
+    with_ai      boolean NOT NULL DEFAULT true,
+    owner_id     bigint NOT NULL REFERENCES users (id),
+    -- the last seq handed out; the row lock on this counter is what orders commits
+    last_seq     bigint NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    activity_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS participants (
+    conversation_id  bigint NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    user_id          bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    role             text NOT NULL CHECK (role IN ('owner', 'member')),
+    last_read_seq    bigint NOT NULL DEFAULT 0,
+    joined_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (conversation_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS participants_user ON participants (user_id);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    conversation_id    bigint NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    seq                bigint NOT NULL CHECK (seq > 0),
+    role               text NOT NULL CHECK (role IN ('user', 'assistant')),
+    author_id          bigint REFERENCES users (id),
+    content            text NOT NULL,
+    model_used         text,
+    status             text NOT NULL DEFAULT 'complete'
+                       CHECK (status IN ('complete', 'streaming', 'cancelled', 'error', 'interrupted')),
+    client_id          text CHECK (char_length(client_id) <= 64),
+    reply_to           bigint REFERENCES messages (id),
+    reply_id           text,
+    owner_node         text,  -- the server running the turn, to mark it interrupted after a crash
+    prompt_tokens      integer,
+    completion_tokens  integer,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (conversation_id, seq),
+    UNIQUE (conversation_id, author_id, client_id),
+    CHECK ((role = 'user') = (author_id IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS messages_streaming ON messages (status) WHERE status = 'streaming';
+CREATE INDEX IF NOT EXISTS messages_reply_to ON messages (reply_to) WHERE reply_to IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS ai_nodes (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 64),
+    kind        text NOT NULL CHECK (kind IN ('ollama', 'openai')),
+    base_url    text NOT NULL,
+    api_key     text,
+    created_by  bigint REFERENCES users (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Step 2: per-conversation default model. The seed shipped without it; this is how a
+-- column lands on databases made by an older version.
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS default_model_id text;
+
+-- Step 3: the conversation list is ordered by activity; index the access path.
+CREATE INDEX IF NOT EXISTS conversations_activity ON conversations (activity_at DESC, id DESC);

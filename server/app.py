@@ -1,0 +1,157 @@
+"""create_app(settings): the Starlette app; its lifespan builds every shared resource."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from providers.registry import Registry
+
+from .api import Api, error_response
+from .auth import Auth
+from .broker import Broker, LocalBroker, RedisBroker
+from .conversations import Conversations
+from .errors import BadRequest, ChatError, NotFound, Unavailable
+from .events import Event
+from .hub import Hub
+from .messages import Messages, message_event
+from .nodes import Nodes
+from .routing import Router
+from .services import Services
+from .settings import Settings
+from .store import Store
+from .turns import Turns
+from .ws import SocketEndpoint
+
+log = logging.getLogger("chat")
+access = logging.getLogger("chat.access")
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
+
+
+class Paths:
+    """Every path works with and without a trailing slash, with no redirect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = {**scope, "path": path.rstrip("/") or "/"}
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def logged(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logged)
+        finally:
+            # the path only: query strings may carry tokens
+            access.info("http method=%s path=%s status=%s ms=%.1f", scope["method"], scope["path"], status,
+                        (time.perf_counter() - start) * 1000)
+
+
+async def chat_error(request: Request, exc: Exception) -> Response:
+    return error_response(exc)  # type: ignore[arg-type]
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no route {request.url.path}"))
+    err = BadRequest(exc.detail or "bad request")
+    err.status = exc.status_code
+    return error_response(err)
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    log.warning("database error on %s: %r", request.url.path, exc)
+    return error_response(Unavailable("the database is unavailable; retry"))
+
+
+def build_broker(settings: Settings) -> Broker:
+    return RedisBroker(settings.redis_url) if settings.redis_url else LocalBroker()
+
+
+def create_app(settings: Settings) -> Starlette:
+    api = Api(settings)
+    endpoint = SocketEndpoint(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not settings.database_url:
+            raise RuntimeError("settings.database_url is required (run.py starts an embedded database)")
+        store = await Store.connect(settings.database_url, min_size=settings.pool_min_size,
+                                    max_size=settings.pool_max_size)
+        version = await store.apply_schema(SCHEMA.read_text())
+        interrupted = await store.mark_interrupted(settings.node_id)
+        log.info("schema version %s; %s interrupted replies marked", version, interrupted)
+        session = aiohttp.ClientSession()
+        registry = Registry(settings.default_model)
+        router = Router(registry, {p.id: p.concurrency for p in settings.providers})
+
+        turns_ref: list[Turns] = []
+
+        async def fill(cid: int, after: int) -> list[Event]:
+            msgs, _ = await store.messages_after(cid, after, settings.replay_cap)
+            return [message_event(m) for m in msgs]
+
+        hub = Hub(build_broker(settings), fill, lambda cid: turns_ref[0].streaming(cid))
+        conversations = Conversations(store, hub, router, settings)
+        turns = Turns(store, hub, router, settings)
+        turns_ref.append(turns)
+        nodes = Nodes(store, registry, session, settings)
+        services = Services(settings, store, session, registry, router, hub, Auth(store, settings.token_ttl_seconds),
+                            conversations, turns, Messages(store, hub, conversations, turns, settings), nodes)
+        await nodes.load()
+        if not registry.knows(settings.default_model):
+            raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
+        await hub.start()
+        nodes.start()
+        api.services = endpoint.services = services
+        app.state.services = services
+        try:
+            yield
+        finally:
+            endpoint.close_all()
+            await turns.close()
+            await nodes.close()
+            await hub.close()
+            await session.close()
+            await store.close()
+
+    app = Starlette(
+        routes=[*api.routes(), WebSocketRoute("/ws", endpoint)],
+        exception_handlers={
+            ChatError: chat_error,
+            HTTPException: http_error,
+            asyncpg.InterfaceError: database_error,
+            asyncpg.CannotConnectNowError: database_error,
+            ConnectionError: database_error,
+        },
+        lifespan=lifespan,
+    )
+    app.add_middleware(Paths)
+    app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001
+    return app

@@ -1,0 +1,117 @@
+"""Typed records the store returns, and their wire shapes from the contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+
+def rfc3339(ts: datetime | None) -> str | None:
+    """UTC timestamp as RFC 3339 with a Z suffix."""
+    if ts is None:
+        return None
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(timezone.utc)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    display_name: str
+    is_admin: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "display_name": self.display_name,
+                "is_admin": self.is_admin}
+
+    def author(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "display_name": self.display_name}
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    id: int
+    username: str
+    display_name: str
+    role: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "display_name": self.display_name,
+                "role": self.role}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: int
+    title: str
+    mode: str
+    with_ai: bool
+    default_model_id: str | None
+    owner_id: int
+    participants: tuple[Participant, ...]
+    created_at: datetime
+    updated_at: datetime
+    last_seq: int
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "mode": self.mode, "with_ai": self.with_ai,
+            "default_model_id": self.default_model_id, "owner_id": self.owner_id,
+            "participants": [p.wire() for p in self.participants],
+            "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+            "last_seq": self.last_seq,
+        }
+
+    def has(self, user_id: int) -> bool:
+        return any(p.id == user_id for p in self.participants)
+
+    def member_ids(self) -> list[int]:
+        return [p.id for p in self.participants]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    conversation_id: int
+    seq: int
+    role: str
+    author: User | None
+    content: str
+    model_used: str | None
+    status: str
+    client_id: str | None
+    reply_to: int | None
+    reply_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+
+    def wire(self) -> dict[str, Any]:
+        usage = None
+        if self.prompt_tokens is not None or self.completion_tokens is not None:
+            usage = {"prompt_tokens": self.prompt_tokens or 0,
+                     "completion_tokens": self.completion_tokens or 0}
+        return {
+            "id": self.id, "conversation_id": self.conversation_id, "seq": self.seq,
+            "role": self.role, "author": self.author.author() if self.author else None,
+            "content": self.content, "model_used": self.model_used, "status": self.status,
+            "client_id": self.client_id, "reply_to": self.reply_to, "usage": usage,
+            "created_at": rfc3339(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: int
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None
+    created_at: datetime
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "kind": self.kind, "base_url": self.base_url,
+                "has_api_key": self.api_key is not None, "created_at": rfc3339(self.created_at)}

@@ -1,0 +1,207 @@
+"""Settings: the frozen configuration, and the only place that reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One configured AI provider (from chat.toml or the environment)."""
+
+    id: str
+    kind: str  # "openai" | "anthropic" | "ollama" | "echo"
+    label: str
+    base_url: str | None = None
+    api_key: str | None = None
+    models: tuple[str, ...] = ()
+    concurrency: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server can be told; built once by `load_settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str | None = None
+    data_dir: Path = Path("data")
+    config_path: Path | None = None
+    log_level: str = "info"
+    redis_url: str | None = None
+    node_id: str = ""
+
+    # HTTP limits
+    max_body_bytes: int = 256 * 1024
+    max_content_chars: int = 16_000
+    max_title_chars: int = 200
+    max_display_name_chars: int = 64
+    max_participants: int = 100
+    max_client_id_chars: int = 64
+    token_ttl_seconds: int = 30 * 24 * 3600
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+
+    # WebSocket limits
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_queue_frames: int = 1024
+    ws_auth_timeout: float = 10.0
+    ws_rate_per_second: float = 20.0
+    ws_rate_burst: int = 60
+    ws_rate_strikes: int = 20
+    ws_typing_per_second: float = 2.0
+    ws_max_subscriptions: int = 200
+    ws_max_connections_per_user: int = 20
+    ws_ping_interval: float = 20.0
+    ws_idle_timeout: float = 60.0
+    ws_allowed_origins: tuple[str, ...] = ()
+    replay_cap: int = 500
+
+    # AI
+    default_model: str = "echo:echo"
+    echo_delay: float = 0.02
+    coalesce_ms: float = 30.0
+    history_messages: int = 40
+    history_chars: int = 24_000
+    node_check_interval: float = 30.0
+    provider_timeout_connect: float = 5.0
+    provider_timeout_first_token: float = 60.0
+    provider_timeout_idle: float = 60.0
+    provider_timeout_total: float = 600.0
+    providers: tuple[ProviderConfig, ...] = field(default_factory=tuple)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# name -> (environment variable, type). Flags override env, env overrides chat.toml.
+ENV: dict[str, tuple[str, type]] = {
+    "host": ("CHAT_HOST", str),
+    "port": ("CHAT_PORT", int),
+    "database_url": ("DATABASE_URL", str),
+    "data_dir": ("CHAT_DATA_DIR", Path),
+    "config_path": ("CHAT_CONFIG", Path),
+    "log_level": ("CHAT_LOG_LEVEL", str),
+    "redis_url": ("REDIS_URL", str),
+    "node_id": ("CHAT_NODE_ID", str),
+    "max_body_bytes": ("CHAT_MAX_BODY_BYTES", int),
+    "max_content_chars": ("CHAT_MAX_CONTENT_CHARS", int),
+    "max_participants": ("CHAT_MAX_PARTICIPANTS", int),
+    "token_ttl_seconds": ("CHAT_TOKEN_TTL_SECONDS", int),
+    "ws_max_frame_bytes": ("CHAT_WS_MAX_FRAME_BYTES", int),
+    "ws_queue_frames": ("CHAT_WS_QUEUE_FRAMES", int),
+    "ws_rate_per_second": ("CHAT_WS_RATE_PER_SECOND", float),
+    "ws_rate_burst": ("CHAT_WS_RATE_BURST", int),
+    "ws_max_subscriptions": ("CHAT_WS_MAX_SUBSCRIPTIONS", int),
+    "ws_max_connections_per_user": ("CHAT_WS_MAX_CONNECTIONS_PER_USER", int),
+    "ws_ping_interval": ("CHAT_WS_PING_INTERVAL", float),
+    "ws_idle_timeout": ("CHAT_WS_IDLE_TIMEOUT", float),
+    "ws_allowed_origins": ("CHAT_WS_ALLOWED_ORIGINS", tuple),
+    "replay_cap": ("CHAT_REPLAY_CAP", int),
+    "default_model": ("DEFAULT_MODEL", str),
+    "echo_delay": ("CHAT_ECHO_DELAY", float),
+    "coalesce_ms": ("CHAT_COALESCE_MS", float),
+    "node_check_interval": ("CHAT_NODE_CHECK_INTERVAL", float),
+}
+
+
+def _convert(kind: type, value: Any) -> Any:
+    if kind is tuple:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value)
+    if kind is Path:
+        return Path(value)
+    return kind(value)
+
+
+def _providers(toml: Mapping[str, Any], env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
+    """Providers from chat.toml's [providers.<id>] tables, then the well-known env keys."""
+    found: dict[str, ProviderConfig] = {}
+    for pid, table in (toml.get("providers") or {}).items():
+        found[pid] = ProviderConfig(
+            id=pid,
+            kind=table.get("kind", pid),
+            label=table.get("label", pid),
+            base_url=table.get("base_url"),
+            api_key=table.get("api_key") or (env.get(table["api_key_env"]) if "api_key_env" in table else None),
+            models=tuple(table.get("models", ())),
+            concurrency=int(table.get("concurrency", 16)),
+        )
+    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+        base = found.get("openai")
+        found["openai"] = ProviderConfig(
+            id="openai",
+            kind="openai",
+            label=base.label if base else "OpenAI",
+            base_url=env.get("OPENAI_BASE_URL") or (base.base_url if base else None) or "https://api.openai.com/v1",
+            api_key=env.get("OPENAI_API_KEY") or (base.api_key if base else None),
+            models=_env_models(env, "OPENAI_MODELS") or (base.models if base else ("gpt-4o-mini", "gpt-4o")),
+            concurrency=base.concurrency if base else 16,
+        )
+    if env.get("ANTHROPIC_API_KEY"):
+        base = found.get("anthropic")
+        found["anthropic"] = ProviderConfig(
+            id="anthropic",
+            kind="anthropic",
+            label=base.label if base else "Anthropic",
+            base_url=env.get("ANTHROPIC_BASE_URL") or (base.base_url if base else None) or "https://api.anthropic.com",
+            api_key=env["ANTHROPIC_API_KEY"],
+            models=_env_models(env, "ANTHROPIC_MODELS")
+            or (base.models if base else ("claude-sonnet-4", "claude-haiku-4")),
+            concurrency=base.concurrency if base else 16,
+        )
+    if env.get("OLLAMA_URL"):
+        base = found.get("ollama")
+        found["ollama"] = ProviderConfig(
+            id="ollama",
+            kind="ollama",
+            label=base.label if base else "Ollama",
+            base_url=env["OLLAMA_URL"],
+            models=_env_models(env, "OLLAMA_MODELS") or (base.models if base else ()),
+            concurrency=base.concurrency if base else 4,
+        )
+    return tuple(found.values())
+
+
+def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in env.get(key, "").split(",") if m.strip())
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults < chat.toml < environment < explicit overrides (command-line flags)."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    config_path = overrides.get("config_path") or env.get("CHAT_CONFIG")
+    if config_path is None and Path("chat.toml").exists():
+        config_path = "chat.toml"
+    toml: dict[str, Any] = {}
+    if config_path:
+        with open(config_path, "rb") as f:
+            toml = tomllib.load(f)
+    values: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(Settings)}
+    server_table = toml.get("server", {})
+    for name, value in server_table.items():
+        if name not in names or name == "providers":
+            raise ValueError(f"unknown setting [server].{name} in {config_path}")
+        kind = ENV.get(name, (None, type(getattr(Settings(), name))))[1]
+        values[name] = _convert(kind, value)
+    for name, (var, kind) in ENV.items():
+        if var in env and env[var] != "":
+            values[name] = _convert(kind, env[var])
+    for name, value in overrides.items():
+        kind = ENV.get(name, (None, type(getattr(Settings(), name))))[1]
+        values[name] = _convert(kind, value)
+    if config_path:
+        values["config_path"] = Path(config_path)
+    values["providers"] = _providers(toml, env)
+    return Settings(**values)

@@ -1,0 +1,406 @@
+"""Store: every SQL statement, the asyncpg pool, typed records out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .errors import Unavailable
+from .records import Conversation, Message, Node, Participant, User
+
+SCHEMA_LOCK = 7_261_001  # advisory lock key held while schema.sql is applied
+
+_MESSAGE_COLS = """
+    m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
+    m.client_id, m.reply_to, m.reply_id, m.prompt_tokens, m.completion_tokens, m.created_at,
+    u.username, u.display_name
+"""
+_MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by newer code than this."""
+
+
+def schema_version(sql: str) -> int:
+    """The `-- schema-version: N` line of schema.sql."""
+    found = re.search(r"^-- schema-version:\s*(\d+)\s*$", sql, re.M)
+    if not found:
+        raise ValueError("schema.sql has no '-- schema-version: N' line")
+    return int(found.group(1))
+
+
+def _message(r: asyncpg.Record) -> Message:
+    author = None
+    if r["author_id"] is not None:
+        author = User(r["author_id"], r["username"], r["display_name"])
+    return Message(
+        id=r["id"], conversation_id=r["conversation_id"], seq=r["seq"], role=r["role"],
+        author=author, content=r["content"], model_used=r["model_used"], status=r["status"],
+        client_id=r["client_id"], reply_to=r["reply_to"], reply_id=r["reply_id"],
+        prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
+        created_at=r["created_at"],
+    )
+
+
+def _user(r: asyncpg.Record) -> User:
+    return User(r["id"], r["username"], r["display_name"], r["is_admin"])
+
+
+def _node(r: asyncpg.Record) -> Node:
+    return Node(r["id"], r["name"], r["kind"], r["base_url"], r["api_key"], r["created_at"])
+
+
+class Store:
+    """The one SQL access layer; methods are named for what they do to the data."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Store:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # -- schema --------------------------------------------------------------
+
+    async def apply_schema(self, sql: str) -> int:
+        """Apply schema.sql under an advisory lock; record and return its version."""
+        version = schema_version(sql)
+        async with self.pool.acquire() as con:
+            await con.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
+            try:
+                have = None
+                if await con.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+                    have = await con.fetchval("SELECT version FROM schema_version")
+                if have is not None and have > version:
+                    raise SchemaTooNew(f"database schema is version {have}, this code knows {version}")
+                async with con.transaction():
+                    await con.execute(sql)
+                    await con.execute(
+                        "INSERT INTO schema_version (version) VALUES ($1)"
+                        " ON CONFLICT (singleton) DO UPDATE SET version = $1, applied_at = now()"
+                        " WHERE schema_version.version <> $1",
+                        version,
+                    )
+            finally:
+                await con.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
+        return version
+
+    async def ping(self) -> None:
+        try:
+            await self.pool.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise Unavailable(f"database unreachable: {e.__class__.__name__}") from e
+
+    # -- users and tokens ----------------------------------------------------
+
+    async def create_user(self, username: str, display_name: str, password_hash: str) -> User | None:
+        """Insert a user (the first one is admin); None if the name is taken."""
+        async with self.pool.acquire() as con, con.transaction():
+            # Serialize only the empty-table case so two first registrations can't both be admin.
+            if not await con.fetchval("SELECT EXISTS (SELECT 1 FROM users)"):
+                await con.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK + 1)
+            row = await con.fetchrow(
+                "INSERT INTO users (username, display_name, password_hash, is_admin)"
+                " SELECT $1, $2, $3, NOT EXISTS (SELECT 1 FROM users)"
+                " ON CONFLICT (lower(username)) DO NOTHING"
+                " RETURNING id, username, display_name, is_admin",
+                username, display_name, password_hash,
+            )
+        return _user(row) if row else None
+
+    async def user_for_login(self, username: str) -> tuple[User, str] | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, username, display_name, is_admin, password_hash FROM users"
+            " WHERE lower(username) = lower($1)", username,
+        )
+        return (_user(row), row["password_hash"]) if row else None
+
+    async def users_by_usernames(self, usernames: Sequence[str]) -> dict[str, User]:
+        """Lower-cased username -> user, for the names that exist."""
+        rows = await self.pool.fetch(
+            "SELECT id, username, display_name, is_admin FROM users"
+            " WHERE lower(username) = any($1::text[])", [u.lower() for u in usernames],
+        )
+        return {r["username"].lower(): _user(r) for r in rows}
+
+    async def create_token(self, user_id: int, token_hash: bytes, expires_at: datetime) -> None:
+        await self.pool.execute(
+            "INSERT INTO auth_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+            token_hash, user_id, expires_at,
+        )
+
+    async def user_for_token(self, token_hash: bytes) -> User | None:
+        row = await self.pool.fetchrow(
+            "SELECT u.id, u.username, u.display_name, u.is_admin FROM auth_tokens t"
+            " JOIN users u ON u.id = t.user_id"
+            " WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()",
+            token_hash,
+        )
+        return _user(row) if row else None
+
+    async def revoke_token(self, token_hash: bytes) -> None:
+        await self.pool.execute(
+            "UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
+            token_hash,
+        )
+
+    # -- conversations -------------------------------------------------------
+
+    async def create_conversation(
+        self, owner_id: int, title: str, mode: str, with_ai: bool,
+        default_model_id: str | None, member_ids: Sequence[int],
+    ) -> Conversation:
+        async with self.pool.acquire() as con, con.transaction():
+            cid = await con.fetchval(
+                "INSERT INTO conversations (title, mode, with_ai, default_model_id, owner_id)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                title, mode, with_ai, default_model_id, owner_id,
+            )
+            await con.execute(
+                "INSERT INTO participants (conversation_id, user_id, role)"
+                " SELECT $1, uid, CASE WHEN uid = $2 THEN 'owner' ELSE 'member' END"
+                " FROM unnest($3::bigint[]) AS uid ON CONFLICT DO NOTHING",
+                cid, owner_id, [owner_id, *member_ids],
+            )
+            return await self._conversation(con, cid)  # type: ignore[return-value]
+
+    async def conversation(self, conversation_id: int) -> Conversation | None:
+        async with self.pool.acquire() as con:
+            return await self._conversation(con, conversation_id)
+
+    async def _conversation(self, con: Any, conversation_id: int) -> Conversation | None:
+        row = await con.fetchrow(
+            "SELECT id, title, mode, with_ai, default_model_id, owner_id, created_at, updated_at,"
+            " last_seq FROM conversations WHERE id = $1", conversation_id,
+        )
+        if row is None:
+            return None
+        parts = await con.fetch(
+            "SELECT u.id, u.username, u.display_name, p.role FROM participants p"
+            " JOIN users u ON u.id = p.user_id WHERE p.conversation_id = $1"
+            " ORDER BY p.role = 'owner' DESC, p.joined_at, u.id", conversation_id,
+        )
+        return Conversation(
+            id=row["id"], title=row["title"], mode=row["mode"], with_ai=row["with_ai"],
+            default_model_id=row["default_model_id"], owner_id=row["owner_id"],
+            participants=tuple(Participant(p["id"], p["username"], p["display_name"], p["role"])
+                               for p in parts),
+            created_at=row["created_at"], updated_at=row["updated_at"], last_seq=row["last_seq"],
+        )
+
+    async def conversations_of(self, user_id: int, limit: int = 200) -> list[Conversation]:
+        """The user's conversations, most recent activity first."""
+        async with self.pool.acquire() as con:
+            ids = await con.fetch(
+                "SELECT c.id FROM conversations c JOIN participants p ON p.conversation_id = c.id"
+                " WHERE p.user_id = $1 ORDER BY c.activity_at DESC, c.id DESC LIMIT $2",
+                user_id, limit,
+            )
+            out = []
+            for r in ids:
+                conv = await self._conversation(con, r["id"])
+                if conv is not None:
+                    out.append(conv)
+            return out
+
+    async def is_participant(self, conversation_id: int, user_id: int) -> bool:
+        return bool(await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM participants WHERE conversation_id = $1 AND user_id = $2)",
+            conversation_id, user_id,
+        ))
+
+    async def update_conversation(self, conversation_id: int, changes: dict[str, Any]) -> Conversation:
+        """Apply validated setting changes (title, mode, with_ai, default_model_id)."""
+        allowed = ("title", "mode", "with_ai", "default_model_id")
+        cols = [c for c in allowed if c in changes]
+        sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(
+                f"UPDATE conversations SET {sets + ', ' if sets else ''}updated_at = now() WHERE id = $1",
+                conversation_id, *[changes[c] for c in cols],
+            )
+            return await self._conversation(con, conversation_id)  # type: ignore[return-value]
+
+    async def add_participants(self, conversation_id: int, user_ids: Sequence[int]) -> Conversation:
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(
+                "INSERT INTO participants (conversation_id, user_id, role)"
+                " SELECT $1, uid, 'member' FROM unnest($2::bigint[]) AS uid ON CONFLICT DO NOTHING",
+                conversation_id, list(user_ids),
+            )
+            await con.execute("UPDATE conversations SET updated_at = now() WHERE id = $1", conversation_id)
+            return await self._conversation(con, conversation_id)  # type: ignore[return-value]
+
+    async def remove_participant(self, conversation_id: int, user_id: int) -> Conversation:
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(
+                "DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2",
+                conversation_id, user_id,
+            )
+            await con.execute("UPDATE conversations SET updated_at = now() WHERE id = $1", conversation_id)
+            return await self._conversation(con, conversation_id)  # type: ignore[return-value]
+
+    # -- messages ------------------------------------------------------------
+
+    async def insert_user_message(
+        self, conversation_id: int, author: User, content: str, client_id: str | None,
+    ) -> tuple[Message, bool]:
+        """Store a user message with the next seq; (message, False), or (the stored one, True)
+        when this author already sent this client_id here."""
+        if client_id is not None:
+            found = await self.message_by_client_id(conversation_id, author.id, client_id)
+            if found is not None:
+                return found, True
+        try:
+            # One statement: the UPDATE's row lock on the conversation is held until commit,
+            # so concurrent writers commit in seq order and seq has no gaps.
+            row = await self.pool.fetchrow(
+                "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
+                "           WHERE id = $1 RETURNING last_seq)"
+                " INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
+                " SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c"
+                " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+                " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
+                " $5::text AS username, $6::text AS display_name",
+                conversation_id, author.id, content, client_id, author.username, author.display_name,
+            )
+        except asyncpg.UniqueViolationError:
+            found = await self.message_by_client_id(conversation_id, author.id, client_id or "")
+            if found is None:
+                raise
+            return found, True
+        return _message(row), False
+
+    async def message_by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
+            " WHERE m.conversation_id = $1 AND m.author_id = $2 AND m.client_id = $3",
+            conversation_id, author_id, client_id,
+        )
+        return _message(row) if row else None
+
+    async def insert_assistant_message(
+        self, conversation_id: int, reply_to: int | None, reply_id: str, model: str, owner_node: str,
+    ) -> Message:
+        """Store an empty `streaming` reply, which fixes its seq at the start of the turn."""
+        row = await self.pool.fetchrow(
+            "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
+            "           WHERE id = $1 RETURNING last_seq)"
+            " INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
+            "                       reply_to, reply_id, owner_node)"
+            " SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5 FROM c"
+            " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+            " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
+            " NULL::text AS username, NULL::text AS display_name",
+            conversation_id, reply_to, reply_id, model, owner_node,
+        )
+        return _message(row)
+
+    async def finish_assistant_message(
+        self, message_id: int, content: str, status: str, model_used: str,
+        prompt_tokens: int | None, completion_tokens: int | None,
+    ) -> Message:
+        row = await self.pool.fetchrow(
+            "UPDATE messages SET content = $2, status = $3, model_used = $4, prompt_tokens = $5,"
+            " completion_tokens = $6, updated_at = now() WHERE id = $1"
+            " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+            " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
+            " NULL::text AS username, NULL::text AS display_name",
+            message_id, content, status, model_used, prompt_tokens, completion_tokens,
+        )
+        return _message(row)
+
+    async def messages(
+        self, conversation_id: int, *, after: int | None, before: int | None, limit: int,
+    ) -> tuple[list[Message], bool]:
+        """A page by seq, ascending; has_more says another page lies beyond it."""
+        where = ["m.conversation_id = $1"]
+        args: list[Any] = [conversation_id]
+        if after is not None:
+            args.append(after)
+            where.append(f"m.seq > ${len(args)}")
+        if before is not None:
+            args.append(before)
+            where.append(f"m.seq < ${len(args)}")
+        # With `after` alone we page forward; otherwise the newest first, reversed below.
+        order = "ASC" if after is not None and before is None else "DESC"
+        args.append(limit + 1)
+        rows = await self.pool.fetch(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
+            f" ORDER BY m.seq {order} LIMIT ${len(args)}", *args,
+        )
+        has_more = len(rows) > limit
+        page = [_message(r) for r in rows[:limit]]
+        if order == "DESC":
+            page.reverse()
+        return page, has_more
+
+    async def messages_after(self, conversation_id: int, after: int, cap: int) -> tuple[list[Message], int]:
+        """Replay for a resuming subscriber: up to `cap` messages after `after`, and last_seq."""
+        async with self.pool.acquire() as con:
+            last_seq = await con.fetchval("SELECT last_seq FROM conversations WHERE id = $1", conversation_id)
+            if last_seq is None or last_seq - after > cap or last_seq <= after:
+                return [], last_seq or 0
+            rows = await con.fetch(
+                f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
+                " WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq",
+                conversation_id, after, last_seq,
+            )
+            return [_message(r) for r in rows], last_seq
+
+    async def last_seq(self, conversation_id: int) -> int:
+        return await self.pool.fetchval(
+            "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
+
+    async def recent_messages(self, conversation_id: int, before_seq: int, limit: int) -> list[Message]:
+        """The history an AI turn sees: the latest `limit` messages before its reply, ascending."""
+        rows = await self.pool.fetch(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
+            " WHERE m.conversation_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
+            conversation_id, before_seq, limit,
+        )
+        return [_message(r) for r in reversed(rows)]
+
+    async def reply_to_message(self, message_id: int) -> Message | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE m.reply_to = $1 ORDER BY m.id LIMIT 1",
+            message_id,
+        )
+        return _message(row) if row else None
+
+    async def mark_interrupted(self, owner_node: str) -> int:
+        """Replies this node left `streaming` when it stopped become `interrupted`."""
+        result = await self.pool.execute(
+            "UPDATE messages SET status = 'interrupted', updated_at = now()"
+            " WHERE status = 'streaming' AND owner_node = $1", owner_node,
+        )
+        return int(result.split()[-1])
+
+    # -- AI nodes ------------------------------------------------------------
+
+    async def create_node(self, name: str, kind: str, base_url: str, api_key: str | None,
+                          created_by: int) -> Node:
+        row = await self.pool.fetchrow(
+            "INSERT INTO ai_nodes (name, kind, base_url, api_key, created_by) VALUES ($1, $2, $3, $4, $5)"
+            " RETURNING id, name, kind, base_url, api_key, created_at",
+            name, kind, base_url, api_key, created_by,
+        )
+        return _node(row)
+
+    async def nodes(self) -> list[Node]:
+        rows = await self.pool.fetch(
+            "SELECT id, name, kind, base_url, api_key, created_at FROM ai_nodes ORDER BY id"
+        )
+        return [_node(r) for r in rows]
+
+    async def delete_node(self, node_id: int) -> bool:
+        return (await self.pool.execute("DELETE FROM ai_nodes WHERE id = $1", node_id)) != "DELETE 0"
