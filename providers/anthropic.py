@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
@@ -54,7 +54,7 @@ class AnthropicProvider:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str | StreamEnd]:
+    ) -> AsyncGenerator[str | StreamEnd, None]:
         """Yields non-empty text deltas, then exactly one StreamEnd."""
         body = request_body(model, messages, max_tokens=max_tokens, temperature=temperature)
         parser = SSEParser()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from providers.base import ChatMessage, StreamEnd, Usage
 
@@ -42,7 +42,7 @@ class EchoProvider:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str | StreamEnd]:
+    ) -> AsyncGenerator[str | StreamEnd, None]:
         """Yields the last user message's words, then a StreamEnd with word counts."""
         text = next((m.content for m in reversed(messages) if m.role == "user"), "")
         if not text.strip():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
@@ -48,7 +48,7 @@ class OllamaProvider:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str | StreamEnd]:
+    ) -> AsyncGenerator[str | StreamEnd, None]:
         """Yields non-empty text deltas, then exactly one StreamEnd."""
         options: dict[str, Any] = {}
         if max_tokens is not None:
@@ -113,7 +113,7 @@ def _parse_line(obj: Any) -> tuple[str | None, StreamEnd | None]:
     """One NDJSON value -> (text delta, StreamEnd if this was the done line)."""
     if not isinstance(obj, dict):
         raise ProviderProtocolError(f"ollama: unexpected line {obj!r:.80}")
-    if "error" in obj:
+    if obj.get("error"):
         raise ProviderProtocolError(f"ollama stream error: {obj['error']}")
     message = obj.get("message")
     text = message.get("content") if isinstance(message, dict) else None

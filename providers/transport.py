@@ -93,17 +93,13 @@ class Upstream:
                 ctype = self._resp.content_type
                 if ctype == "text/html" or (self._sse and ctype == "application/json"):
                     raise await unexpected_body(self._resp, self._name)
-        except TimeoutError as exc:
-            self._close()
-            if _is_aiohttp(exc):
+        except BaseException as exc:
+            self._close()  # __aexit__ will not run: never leave a response open, even on cancel
+            if isinstance(exc, TimeoutError) and not _is_aiohttp(exc):
+                raise self._timeout(which, limit) from None
+            if isinstance(exc, (aiohttp.ClientError, OSError)):
                 raise translate(exc, self._name) from None
-            raise self._timeout(which, limit) from None
-        except ProviderError:
-            self._close()
             raise
-        except (aiohttp.ClientError, OSError) as exc:
-            self._close()
-            raise translate(exc, self._name) from None
         return self
 
     async def read(self) -> bytes:
@@ -185,7 +181,7 @@ def translate(exc: BaseException, name: str) -> ProviderError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ProviderTimeout(f"{name}: connect timed out", which="connect", code="unavailable")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ProviderConnectionError(f"{name}: cannot connect: {exc.os_error}", code="unavailable")
+        return ProviderConnectionError(f"{name}: {exc}", code="unavailable")
     if isinstance(exc, aiohttp.InvalidUrlClientError):
         return ProviderConnectionError(f"{name}: invalid URL {exc.url}", code="unavailable")
     if isinstance(exc, TimeoutError):

@@ -34,7 +34,7 @@ class FakeServer:
 
     Knobs are plain attributes and may be changed between requests:
     tokens, delay, fail_status/fail_body/fail_content_type, fail_after + fail_mode,
-    models, usage, finish_reason, raw (+ raw_chunk), model_delay, tail_delay.
+    models, usage, finish_reason, raw (+ raw_chunk), model_delay, tail_delay, record.
     """
 
     content_type = "text/event-stream"
@@ -59,6 +59,7 @@ class FakeServer:
         raw_chunk: int | None = None,
         model_delay: float = 0.0,
         tail_delay: float = 0.0,
+        record: bool = True,
     ) -> None:
         self.tokens = list(tokens)
         self.delay = delay  # seconds before each token (and between raw pieces)
@@ -74,12 +75,13 @@ class FakeServer:
         self.raw_chunk = raw_chunk  # in pieces of this many bytes
         self.model_delay = model_delay  # seconds before answering the models endpoint
         self.tail_delay = tail_delay  # seconds between the end marker and the end of the body
+        self.record = record  # False: keep no request log (long benchmarks)
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # streams the client closed before we finished
         self.completed = 0  # streams we sent to the end
         self.active = 0
         self.max_active = 0
-        self.port = 0
+        self.port = 0  # set before start() to listen on a fixed port
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._changed = asyncio.Event()
@@ -111,7 +113,7 @@ class FakeServer:
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self.port))  # 0 (the default) picks a free port
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock, backlog=4096).start()
 
@@ -164,6 +166,8 @@ class FakeServer:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = raw
+        if not self.record:
+            return body
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
             RecordedRequest(request.method, request.path, CIMultiDict(request.headers), body, peer)
@@ -445,3 +449,33 @@ async def collect(stream: Any) -> tuple[list[str], StreamEnd]:
     deltas = items[:-1]
     assert all(isinstance(d, str) and d for d in deltas), deltas
     return deltas, items[-1]
+
+
+def main() -> None:
+    """Run one fake as its own process, e.g. for benchmarks: python -m tests.fakes openai --port 8001."""
+    import argparse
+
+    kinds: dict[str, type[FakeServer]] = {"openai": FakeOpenAI, "anthropic": FakeAnthropic, "ollama": FakeOllama}
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("kind", choices=sorted(kinds))
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tokens", type=int, default=50, help="number of tokens per reply")
+    parser.add_argument("--delay", type=float, default=0.02, help="seconds before each token")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        tokens = [f"tok{i} " for i in range(args.tokens)]
+        fake = kinds[args.kind](tokens=tokens, delay=args.delay, record=False)
+        fake.port = args.port
+        await fake.start()
+        print(fake.base_url, flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
