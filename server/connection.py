@@ -24,7 +24,7 @@ class Connection:
     """Frames are queued without awaiting; a client whose queue overflows is cut, never waited on."""
 
     __slots__ = ("id", "user", "_send", "_queue", "_max", "_wake", "closing", "close_code",
-                 "close_reason", "subscriptions", "writer", "__weakref__")
+                 "close_reason", "gone", "subscriptions", "writer", "__weakref__")
 
     def __init__(self, user: User, send: Send, max_queue: int) -> None:
         self.id = next(_ids)
@@ -36,6 +36,7 @@ class Connection:
         self.closing = False
         self.close_code = 1000
         self.close_reason = ""
+        self.gone = False  # the peer closed or vanished: nothing more can be sent
         self.subscriptions: set[int] = set()
         self.writer: asyncio.Task[None] | None = None
 
@@ -63,6 +64,14 @@ class Connection:
             self._queue.clear()
         self._wake.set()
 
+    def disconnected(self, code: int) -> None:
+        """The peer closed (or the socket died): stop the writer without a close frame."""
+        self.gone = True
+        if not self.closing:
+            self.closing, self.close_code = True, code
+        self._queue.clear()
+        self._wake.set()
+
     def start(self) -> None:
         self.writer = asyncio.get_running_loop().create_task(self._write(), name=f"ws-writer-{self.id}")
 
@@ -79,7 +88,8 @@ class Connection:
                 # Drain everything queued in one go; each frame is still its own message.
                 while queue:
                     await send({"type": "websocket.send", "text": queue.popleft()})
-            await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
+            if not self.gone:
+                await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
         except (OSError, RuntimeError, asyncio.CancelledError) as e:
             # Peer went away mid-write (uvicorn raises ClientDisconnected, an OSError).
             self.closing = True

@@ -95,7 +95,7 @@ class Hub:
         entry[1] += 1
         if entry[1] == 1:
             self.publish(cid, presence(cid, conn.user, "joined"))
-        present = [u.wire() for u, _ in ch.users.values()]
+        present = [u.author() for u, _ in ch.users.values()]
         streaming = [{**s, "text": "".join(s["text"])} for s in ch.streaming.values()]
         for frame in replay:
             conn.enqueue(frame)
@@ -254,5 +254,5 @@ class Hub:
 
 
 def presence(cid: int, user: User, state: str) -> Event:
-    return Event(encode({"type": "presence", "conversation_id": cid, "user": user.wire(),
-                         "state": state}))
+    return Event(encode({"type": "presence", "conversation_id": cid, "user": user.author(),
+                         "state": state}), skip_user=user.id)

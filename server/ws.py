@@ -101,7 +101,7 @@ class SocketEndpoint:
                 self.per_user[user.id] = left
             else:
                 self.per_user.pop(user.id, None)
-            conn.close(conn.close_code if conn.closing else 1000)
+            conn.close(1000)  # no-op when already closing
             await conn.finish()
             log.info("ws closed conn=%s user=%s code=%s", conn.id, user.id, conn.close_code)
 
@@ -132,7 +132,7 @@ class SocketEndpoint:
         while not conn.closing:
             msg = await receive()
             if msg["type"] != "websocket.receive":
-                conn.closing = True
+                conn.disconnected(msg.get("code", 1005))
                 break
             data = msg.get("text")
             if data is None:

@@ -1,0 +1,131 @@
+"""Socket limits over real sockets: slow readers cut with 1013, per-user and per-socket caps,
+allowed origins, and 1001 on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import orjson
+import pytest
+import websockets
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from tests.conftest import Client, running_server
+
+
+async def test_a_client_that_stops_reading_is_cut_with_1013_and_the_room_goes_on(database_url: str, http) -> None:
+    async with running_server(database_url, ws_queue_frames=16) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        owner, lazy = await c.user(), await c.user()
+        conv = await owner.conversation(mode="group", with_ai=False, participant_usernames=[lazy.username])
+        cid = conv["id"]
+        reader = await owner.ws()
+        await reader.subscribe(cid)
+        # A client that never reads: a raw socket that does the handshake and then only writes.
+        proto = ClientProtocol(parse_uri(srv.ws_url + f"?token={lazy.token}"))
+        raw = socket.socket()
+        # A fixed receive buffer (set before connect, larger than loopback's 64 KiB segments so the
+        # window never stalls) keeps the kernel from buffering megabytes on the laggard's behalf.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        raw.connect(("127.0.0.1", srv.settings.port))
+        proto.send_request(proto.connect())
+        raw.sendall(b"".join(proto.data_to_send()))
+        while proto.state is not State.OPEN:
+            proto.receive_data(await asyncio.get_running_loop().run_in_executor(None, raw.recv, 4096))
+        proto.send_text(orjson.dumps({"type": "subscribe", "conversation_id": cid}))
+        raw.sendall(b"".join(proto.data_to_send()))
+        endpoint = srv.app.state.endpoint
+        big = "x" * 15_000
+        # Kernel buffers on loopback hold megabytes: send until the server gives up on it.
+        sent = 0
+        while sent < 2000 and not any(conn.user.id == lazy.id and conn.closing for conn in endpoint.connections):
+            r = await owner.send(cid, f"{sent} {big}")
+            assert r.status == 201
+            sent += 1
+            frame = await reader.until("message")
+            assert frame["message"]["seq"] == sent  # the reader never waits for the laggard
+        assert sent < 2000
+        # Now read what the server sent the laggard: it ends with a close frame, code 1013.
+        raw.setblocking(False)
+        loop = asyncio.get_running_loop()
+        code = None
+        async with asyncio.timeout(10):
+            while code is None:
+                data = await loop.sock_recv(raw, 1 << 20)
+                if not data:
+                    break
+                proto.receive_data(data)
+                for event in proto.events_received():
+                    if getattr(event, "opcode", None) is Opcode.CLOSE:
+                        code = Close.parse(event.data).code
+        raw.close()
+        assert code == 1013
+        await owner.send(cid, "still flowing")
+        assert (await reader.until("message"))["message"]["content"] == "still flowing"
+        await reader.close()
+
+
+async def test_connections_per_user_are_capped(database_url: str, http) -> None:
+    async with running_server(database_url, ws_max_connections_per_user=2) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        u = await c.user()
+        a, b = await u.ws(), await u.ws()
+        async with websockets.connect(srv.ws_url, additional_headers={"Authorization": f"Bearer {u.token}"}) as ws:
+            err = orjson.loads(await ws.recv())
+            assert err["code"] == "rate_limited"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1008
+        await a.close()
+        await asyncio.sleep(0.1)
+        again = await u.ws()  # a slot freed up
+        await again.close()
+        await b.close()
+
+
+async def test_subscriptions_per_socket_are_capped(database_url: str, http) -> None:
+    async with running_server(database_url, ws_max_subscriptions=2) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        u = await c.user()
+        convs = [await u.conversation(with_ai=False) for _ in range(3)]
+        s = await u.ws()
+        await s.subscribe(convs[0]["id"])
+        await s.subscribe(convs[1]["id"])
+        await s.subscribe(convs[1]["id"])  # re-subscribing is not a new one
+        await s.send({"type": "subscribe", "conversation_id": convs[2]["id"], "ref": 3})
+        err = await s.recv()
+        assert err["code"] == "invalid" and err["ref"] == 3
+        await s.send({"type": "unsubscribe", "conversation_id": convs[0]["id"], "ref": 4})
+        assert (await s.recv())["type"] == "unsubscribed"
+        await s.subscribe(convs[2]["id"])
+        await s.close()
+
+
+async def test_origins_outside_the_allowed_list_are_refused(database_url: str, http) -> None:
+    async with running_server(database_url, ws_allowed_origins=("https://chat.example",)) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        u = await c.user()
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(srv.ws_url, origin="https://evil.example",
+                                     additional_headers={"Authorization": f"Bearer {u.token}"})
+        assert refused.value.response.status_code == 403
+        ok = await websockets.connect(srv.ws_url, origin="https://chat.example",
+                                      additional_headers={"Authorization": f"Bearer {u.token}"})
+        assert orjson.loads(await ok.recv())["type"] == "hello"
+        await ok.close()
+
+
+async def test_shutdown_closes_sockets_with_1001(database_url: str, http) -> None:
+    async with running_server(database_url) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        u = await c.user()
+        s = await u.ws()
+        srv.server.should_exit = True
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await s.recv(timeout=10)
+        assert closed.value.rcvd.code == 1001
