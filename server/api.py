@@ -133,7 +133,7 @@ class Api:
         if sent.duplicate:
             out["duplicate"] = True
         if sent.turn is not None and "text/event-stream" in request.headers.get("accept", ""):
-            return StreamingResponse(self._sse(out, sent.turn), media_type="text/event-stream",
+            return StreamingResponse(self._sse(out, sent.turn), 201, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if sent.turn is not None and request.query_params.get("wait") in ("true", "1"):
             reply = await asyncio.shield(sent.turn.done)
