@@ -159,6 +159,8 @@ class Client:
         return User(self, r.body["token"], r.body["user"])
 
     async def ws(self, token: str, **kwargs: Any) -> Socket:
+        # An unbounded client queue: a test that leaves frames unread can still close promptly.
+        kwargs.setdefault("max_queue", None)
         conn = await websockets.connect(self.ws_url, additional_headers={"Authorization": f"Bearer {token}"},
                                         **kwargs)
         sock = Socket(conn)
