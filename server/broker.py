@@ -19,7 +19,8 @@ class Broker(Protocol):
 
     async def start(self, deliver: Deliver) -> None: ...
     def publish(self, cid: int, event: Event) -> None: ...
-    def subscribe(self, cid: int) -> None: ...
+    async def subscribe(self, cid: int) -> None:
+        """Returns once events published from now on will be delivered here."""
     def unsubscribe(self, cid: int) -> None: ...
     async def close(self) -> None: ...
 
@@ -37,7 +38,7 @@ class LocalBroker:
         if self._deliver is not None:
             self._deliver(cid, event)
 
-    def subscribe(self, cid: int) -> None:
+    async def subscribe(self, cid: int) -> None:
         pass
 
     def unsubscribe(self, cid: int) -> None:
@@ -50,19 +51,20 @@ class LocalBroker:
 class RedisBroker:
     """Several processes: events travel over Redis pub/sub, one channel per conversation.
 
-    Publishing goes through a single writer task fed by an unbounded-in-time but bounded-in-size
-    queue, so callers never await Redis. Every process, the publisher included, receives its
-    own events back from Redis, which keeps one delivery order for all of them.
+    Publishing goes through one writer task fed by a bounded queue, so callers never await
+    Redis. Every process, the publisher included, receives its own events back from Redis,
+    which keeps one delivery order for all of them.
     """
 
     def __init__(self, url: str, prefix: str = "chat:conv:", max_pending: int = 100_000) -> None:
         import redis.asyncio as redis  # imported here: only multi-node deployments need it
 
         self._redis = redis.from_url(url)
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = self._redis.pubsub()
         self._prefix = prefix
         self._outbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_pending)
-        self._changes: asyncio.Queue[tuple[bool, int]] = asyncio.Queue()
+        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._wanted: set[int] = set()
         self._deliver: Deliver | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -72,8 +74,7 @@ class RedisBroker:
         # A placeholder channel so the pub/sub connection exists before the first listener.
         await self._pubsub.subscribe(self._prefix + "_")
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._publisher()), loop.create_task(self._reader()),
-                       loop.create_task(self._subscriber())]
+        self._tasks = [loop.create_task(self._publisher()), loop.create_task(self._reader())]
 
     def publish(self, cid: int, event: Event) -> None:
         try:
@@ -82,11 +83,23 @@ class RedisBroker:
             # The hub's gap filler reads stored messages back; live-only frames are lost.
             log.error("redis outbox full; dropping an event of conversation %s", cid)
 
-    def subscribe(self, cid: int) -> None:
-        self._changes.put_nowait((True, cid))
+    async def subscribe(self, cid: int) -> None:
+        self._wanted.add(cid)
+        channel = f"{self._prefix}{cid}".encode()
+        done = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(done)
+        await self._pubsub.subscribe(channel)
+        # Redis confirms after it registered us: from then on no publish can miss this process.
+        await asyncio.wait_for(done, 5.0)
 
     def unsubscribe(self, cid: int) -> None:
-        self._changes.put_nowait((False, cid))
+        self._wanted.discard(cid)
+        task = asyncio.get_running_loop().create_task(self._unsubscribe(cid))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _unsubscribe(self, cid: int) -> None:
+        if cid not in self._wanted:  # a new listener may have come back meanwhile
+            await self._pubsub.unsubscribe(f"{self._prefix}{cid}")
 
     async def _publisher(self) -> None:
         while True:
@@ -95,17 +108,6 @@ class RedisBroker:
                 await self._redis.publish(f"{self._prefix}{cid}", data)
             except Exception:
                 log.exception("redis publish failed for conversation %s", cid)
-
-    async def _subscriber(self) -> None:
-        while True:
-            add, cid = await self._changes.get()
-            try:
-                if add:
-                    await self._pubsub.subscribe(f"{self._prefix}{cid}")
-                else:
-                    await self._pubsub.unsubscribe(f"{self._prefix}{cid}")
-            except Exception:
-                log.exception("redis subscribe change failed for conversation %s", cid)
 
     async def _reader(self) -> None:
         plen = len(self._prefix)
@@ -116,7 +118,14 @@ class RedisBroker:
                 log.exception("redis read failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
-            if msg is None or msg.get("type") != "message" or self._deliver is None:
+            if msg is None:
+                continue
+            if msg["type"] == "subscribe":
+                for fut in self._confirm.pop(msg["channel"], []):
+                    if not fut.done():
+                        fut.set_result(None)
+                continue
+            if msg["type"] != "message" or self._deliver is None:
                 continue
             try:
                 cid = int(msg["channel"][plen:])

@@ -34,7 +34,7 @@ class Subscription:
 class Channel:
     """A conversation as seen by this process: subscribers, delivery position, live replies."""
 
-    __slots__ = ("id", "subs", "last", "held", "timer", "streaming", "users")
+    __slots__ = ("id", "subs", "last", "held", "timer", "streaming", "users", "ready")
 
     def __init__(self, cid: int) -> None:
         self.id = cid
@@ -44,6 +44,7 @@ class Channel:
         self.timer: asyncio.TimerHandle | None = None
         self.streaming: dict[str, dict[str, Any]] = {}  # reply_id -> snapshot
         self.users: dict[int, list[Any]] = {}  # user id -> [User, live subscription count]
+        self.ready: asyncio.Future[None] | None = None  # the broker listens to this channel
 
 
 class Hub:
@@ -68,12 +69,18 @@ class Hub:
 
     # -- subscriptions --------------------------------------------------------
 
-    def subscribe(self, conn: Connection, cid: int) -> None:
+    async def subscribe(self, conn: Connection, cid: int) -> None:
         """Start listening (buffered) before the replay query, so nothing falls between."""
         ch = self.channels.get(cid)
         if ch is None:
             ch = self.channels[cid] = Channel(cid)
-            self.broker.subscribe(cid)
+            ch.ready = asyncio.ensure_future(self.broker.subscribe(cid))
+        try:
+            await asyncio.shield(ch.ready)  # every subscriber waits until the broker listens
+        except BaseException:
+            if not ch.subs and self.channels.get(cid) is ch:
+                del self.channels[cid]
+            raise
         old = ch.subs.get(conn)
         if old is not None:
             self._leave(ch, old)

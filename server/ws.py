@@ -211,7 +211,7 @@ class SocketEndpoint:
         await self.s.conversations.visible(cid, conn.user)
         # Listen first, then read: a message stored while the replay query runs is held
         # in the subscription's buffer and sent after the replay unless the replay had it.
-        hub.subscribe(conn, cid)
+        await hub.subscribe(conn, cid)
         try:
             if after is None:
                 replay, last_seq = [], await self.s.store.last_seq(cid)

@@ -42,7 +42,7 @@ async def live(hub: Hub, cid: int, last_seq: int, name: str = "u") -> tuple[Conn
     wire = Wire()
     conn = Connection(User(hash(name) % 1000, name, name), wire, 100)
     conn.start()
-    hub.subscribe(conn, cid)
+    await hub.subscribe(conn, cid)
     hub.go_live(conn, cid, last_seq, [], lambda present, streaming: "subscribed")
     return conn, wire
 
@@ -100,7 +100,7 @@ async def test_events_during_replay_are_buffered_and_deduplicated() -> None:
     wire = Wire()
     conn = Connection(User(7, "new", "new"), wire, 100)
     conn.start()
-    hub.subscribe(conn, 1)  # replay query "running"
+    await hub.subscribe(conn, 1)  # replay query "running"
     hub.publish(1, msg(2))  # stored and published during the replay: the replay saw it too
     hub.publish(1, msg(3))  # committed after the replay's snapshot
     hub.go_live(conn, 1, 2, ["m1", "m2"], lambda present, streaming: "subscribed")
@@ -117,7 +117,7 @@ async def test_late_subscriber_gets_the_text_so_far_and_only_newer_deltas() -> N
     wire = Wire()
     conn = Connection(User(9, "late", "late"), wire, 100)
     conn.start()
-    hub.subscribe(conn, 1)
+    await hub.subscribe(conn, 1)
     hub.publish(1, Event("d1", kind=AI_DELTA, after=1, reply_id="r", text="lo"))  # during its replay
     seen: list[Any] = []
     hub.go_live(conn, 1, 1, [], lambda present, streaming: seen.append(streaming) or "subscribed")
@@ -131,7 +131,7 @@ async def test_overflowing_connection_is_closed_1013_and_others_unaffected() -> 
     hub, _ = await make_hub()
     slow_wire = Wire()
     slow = Connection(User(1, "slow", "slow"), slow_wire, 3)  # writer never started: never drains
-    hub.subscribe(slow, 1)
+    await hub.subscribe(slow, 1)
     hub.go_live(slow, 1, 0, [], lambda p, s: "subscribed")
     _, fast = await live(hub, 1, 0, "fast")
     for seq in range(1, 11):
