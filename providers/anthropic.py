@@ -17,7 +17,7 @@ from providers.base import (
     Usage,
 )
 from providers.sse import SSEParser
-from providers.transport import Upstream, get_json, snippet
+from providers.transport import Upstream, model_ids, snippet
 
 DEFAULT_MAX_TOKENS = 1024  # the API requires max_tokens; a chat reply rarely needs more
 PLACEHOLDER = "(conversation start)"  # the API wants a first user turn; history may not have one
@@ -89,14 +89,8 @@ class AnthropicProvider:
         return elapsed
 
     async def _get_models(self) -> tuple[list[str], float]:
-        value, elapsed = await get_json(
-            self._session, f"{self._base}/v1/models",
-            headers=self._headers, timeouts=self.timeouts, name=self.kind,
-        )
-        data = value.get("data") if isinstance(value, dict) else None
-        if not isinstance(data, list):
-            raise ProviderProtocolError(f"{self.kind}: /v1/models answer has no data list")
-        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m], elapsed
+        return await model_ids(self._session, f"{self._base}/v1/models", headers=self._headers,
+                               timeouts=self.timeouts, name=self.kind)
 
 
 def request_body(

@@ -17,7 +17,7 @@ from providers.base import (
     Usage,
 )
 from providers.sse import SSEParser
-from providers.transport import Upstream, get_json, snippet
+from providers.transport import Upstream, model_ids, snippet
 
 
 class OpenAIProvider:
@@ -105,14 +105,8 @@ class OpenAIProvider:
         return elapsed
 
     async def _get_models(self) -> tuple[list[str], float]:
-        value, elapsed = await get_json(
-            self._session, f"{self._base}/models",
-            headers=self._headers, timeouts=self.timeouts, name=self.kind,
-        )
-        data = value.get("data") if isinstance(value, dict) else None
-        if not isinstance(data, list):
-            raise ProviderProtocolError(f"{self.kind}: /models answer has no data list")
-        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m], elapsed
+        return await model_ids(self._session, f"{self._base}/models", headers=self._headers,
+                               timeouts=self.timeouts, name=self.kind)
 
 
 def _parse_chunk(data: str, name: str) -> tuple[str | None, str | None, Usage | None]:

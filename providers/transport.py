@@ -176,6 +176,17 @@ async def get_json(
         raise ProviderProtocolError(f"{name}: not JSON: {snippet(raw)!r}") from None
 
 
+async def model_ids(
+    session: aiohttp.ClientSession, url: str, *, headers: Mapping[str, str], timeouts: Timeouts, name: str,
+) -> tuple[list[str], float]:
+    """GET a `{"data": [{"id": ...}]}` model list (OpenAI and Anthropic); returns (ids, round trip ms)."""
+    value, elapsed = await get_json(session, url, headers=headers, timeouts=timeouts, name=name)
+    data = value.get("data") if isinstance(value, dict) else None
+    if not isinstance(data, list):
+        raise ProviderProtocolError(f"{name}: {url.rsplit('/', 2)[-2:]} answer has no data list")
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m], elapsed
+
+
 def translate(exc: BaseException, name: str) -> ProviderError:
     """Map an aiohttp/OS exception to the ProviderError a caller can act on."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):

@@ -37,12 +37,11 @@ class Router:
             raise UnknownModel(model_id)
 
     def choose(self, message_model: str | None, conversation_model: str | None) -> Choice:
-        named = [(m, t) for m, t in zip((message_model, conversation_model, self.registry.default_model_id),
-                                        TIERS) if m]
-        # Later tiers that name the same model are no fallback.
+        named = zip((message_model, conversation_model, self.registry.default_model_id), TIERS, strict=True)
         chain: list[tuple[str, str]] = []
         for model, tier in named:
-            if all(model != m for m, _ in chain):
+            # A lower tier naming the same model is no fallback.
+            if model and all(model != m for m, _ in chain):
                 chain.append((model, tier))
         model, tier = chain[0]
         return Choice(model, tier, tuple(chain[1:]))

@@ -134,40 +134,30 @@ def _providers(toml: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Provide
             models=tuple(table.get("models", ())),
             concurrency=int(table.get("concurrency", 16)),
         )
-    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
-        base = found.get("openai")
-        found["openai"] = ProviderConfig(
-            id="openai",
-            kind="openai",
-            label=base.label if base else "OpenAI",
-            base_url=env.get("OPENAI_BASE_URL") or (base.base_url if base else None) or "https://api.openai.com/v1",
-            api_key=env.get("OPENAI_API_KEY") or (base.api_key if base else None),
-            models=_env_models(env, "OPENAI_MODELS") or (base.models if base else ("gpt-4o-mini", "gpt-4o")),
-            concurrency=base.concurrency if base else 16,
-        )
-    if env.get("ANTHROPIC_API_KEY"):
-        base = found.get("anthropic")
-        found["anthropic"] = ProviderConfig(
-            id="anthropic",
-            kind="anthropic",
-            label=base.label if base else "Anthropic",
-            base_url=env.get("ANTHROPIC_BASE_URL") or (base.base_url if base else None) or "https://api.anthropic.com",
-            api_key=env["ANTHROPIC_API_KEY"],
-            models=_env_models(env, "ANTHROPIC_MODELS")
-            or (base.models if base else ("claude-sonnet-4", "claude-haiku-4")),
-            concurrency=base.concurrency if base else 16,
-        )
-    if env.get("OLLAMA_URL"):
-        base = found.get("ollama")
-        found["ollama"] = ProviderConfig(
-            id="ollama",
-            kind="ollama",
-            label=base.label if base else "Ollama",
-            base_url=env["OLLAMA_URL"],
-            models=_env_models(env, "OLLAMA_MODELS") or (base.models if base else ()),
-            concurrency=base.concurrency if base else 4,
+    for pid, label, trigger, url_var, default_url, models_var, default_models, limit in _ENV_PROVIDERS:
+        if not any(env.get(var) for var in trigger):
+            continue
+        base = found.get(pid)
+        found[pid] = ProviderConfig(
+            id=pid,
+            kind=pid,
+            label=base.label if base else label,
+            base_url=env.get(url_var) or (base.base_url if base else None) or default_url,
+            api_key=env.get(f"{pid.upper()}_API_KEY") or (base.api_key if base else None),
+            models=_env_models(env, models_var) or (base.models if base else default_models),
+            concurrency=base.concurrency if base else limit,
         )
     return tuple(found.values())
+
+
+# id, label, env vars that switch it on, URL var, default URL, models var, default models, concurrency
+_ENV_PROVIDERS = (
+    ("openai", "OpenAI", ("OPENAI_API_KEY", "OPENAI_BASE_URL"), "OPENAI_BASE_URL", "https://api.openai.com/v1",
+     "OPENAI_MODELS", ("gpt-4o-mini", "gpt-4o"), 16),
+    ("anthropic", "Anthropic", ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL", "https://api.anthropic.com",
+     "ANTHROPIC_MODELS", ("claude-sonnet-4", "claude-haiku-4"), 16),
+    ("ollama", "Ollama", ("OLLAMA_URL",), "OLLAMA_URL", "http://127.0.0.1:11434", "OLLAMA_MODELS", (), 4),
+)
 
 
 def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:

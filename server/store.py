@@ -178,24 +178,34 @@ class Store:
             return await self._conversation(con, conversation_id)
 
     async def _conversation(self, con: Any, conversation_id: int) -> Conversation | None:
-        row = await con.fetchrow(
+        found = await self._conversations(con, [conversation_id])
+        return found[0] if found else None
+
+    async def _conversations(self, con: Any, ids: Sequence[int]) -> list[Conversation]:
+        """Conversations with their participants, in the order of `ids`: two queries in all."""
+        rows = await con.fetch(
             "SELECT id, title, mode, with_ai, default_model_id, owner_id, created_at, updated_at,"
-            " last_seq FROM conversations WHERE id = $1", conversation_id,
+            " last_seq FROM conversations WHERE id = any($1::bigint[])", list(ids),
         )
-        if row is None:
-            return None
         parts = await con.fetch(
-            "SELECT u.id, u.username, u.display_name, p.role FROM participants p"
-            " JOIN users u ON u.id = p.user_id WHERE p.conversation_id = $1"
-            " ORDER BY p.role = 'owner' DESC, p.joined_at, u.id", conversation_id,
+            "SELECT p.conversation_id, u.id, u.username, u.display_name, p.role FROM participants p"
+            " JOIN users u ON u.id = p.user_id WHERE p.conversation_id = any($1::bigint[])"
+            " ORDER BY p.role = 'owner' DESC, p.joined_at, u.id", list(ids),
         )
-        return Conversation(
-            id=row["id"], title=row["title"], mode=row["mode"], with_ai=row["with_ai"],
-            default_model_id=row["default_model_id"], owner_id=row["owner_id"],
-            participants=tuple(Participant(p["id"], p["username"], p["display_name"], p["role"])
-                               for p in parts),
-            created_at=row["created_at"], updated_at=row["updated_at"], last_seq=row["last_seq"],
-        )
+        members: dict[int, list[Participant]] = {}
+        for p in parts:
+            members.setdefault(p["conversation_id"], []).append(
+                Participant(p["id"], p["username"], p["display_name"], p["role"]))
+        by_id = {
+            r["id"]: Conversation(
+                id=r["id"], title=r["title"], mode=r["mode"], with_ai=r["with_ai"],
+                default_model_id=r["default_model_id"], owner_id=r["owner_id"],
+                participants=tuple(members.get(r["id"], ())), created_at=r["created_at"],
+                updated_at=r["updated_at"], last_seq=r["last_seq"],
+            )
+            for r in rows
+        }
+        return [by_id[i] for i in ids if i in by_id]
 
     async def conversations_of(self, user_id: int, limit: int = 200) -> list[Conversation]:
         """The user's conversations, most recent activity first."""
@@ -205,18 +215,7 @@ class Store:
                 " WHERE p.user_id = $1 ORDER BY c.activity_at DESC, c.id DESC LIMIT $2",
                 user_id, limit,
             )
-            out = []
-            for r in ids:
-                conv = await self._conversation(con, r["id"])
-                if conv is not None:
-                    out.append(conv)
-            return out
-
-    async def is_participant(self, conversation_id: int, user_id: int) -> bool:
-        return bool(await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM participants WHERE conversation_id = $1 AND user_id = $2)",
-            conversation_id, user_id,
-        ))
+            return await self._conversations(con, [r["id"] for r in ids])
 
     async def update_conversation(self, conversation_id: int, changes: dict[str, Any]) -> Conversation:
         """Apply validated setting changes (title, mode, with_ai, default_model_id)."""

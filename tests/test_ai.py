@@ -10,7 +10,7 @@ import pytest
 
 from server.settings import ProviderConfig
 from tests.conftest import Client, Running, Socket, running_server
-from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
+from tests.fakes import FakeAnthropic, FakeOpenAI
 
 
 class Rig:

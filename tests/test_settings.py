@@ -1,0 +1,55 @@
+"""Settings precedence: defaults < chat.toml < environment < flags; providers from both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.routing import Router
+from server.settings import load_settings
+from providers.registry import Registry
+
+
+def test_flags_beat_environment_beat_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "chat.toml"
+    toml.write_text('[server]\nport = 7000\nmax_content_chars = 100\nws_allowed_origins = ["https://a"]\n'
+                    '[providers.local]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\nmodels = ["m1"]\n'
+                    'concurrency = 2\n')
+    s = load_settings({"config_path": str(toml)}, env={"CHAT_PORT": "7001"})
+    assert s.port == 7001 and s.max_content_chars == 100 and s.ws_allowed_origins == ("https://a",)
+    assert [(p.id, p.kind, p.models, p.concurrency) for p in s.providers] == [("local", "openai", ("m1",), 2)]
+    s = load_settings({"config_path": str(toml), "port": 7002}, env={"CHAT_PORT": "7001"})
+    assert s.port == 7002
+
+
+def test_well_known_provider_environment_variables() -> None:
+    s = load_settings({}, env={"OPENAI_API_KEY": "sk", "OPENAI_MODELS": "a, b", "ANTHROPIC_API_KEY": "ak",
+                               "OLLAMA_URL": "http://box:11434", "DEFAULT_MODEL": "openai:a",
+                               "CHAT_WS_ALLOWED_ORIGINS": "https://x, https://y"})
+    by_id = {p.id: p for p in s.providers}
+    assert by_id["openai"].api_key == "sk" and by_id["openai"].models == ("a", "b")
+    assert by_id["openai"].base_url == "https://api.openai.com/v1"
+    assert by_id["anthropic"].base_url == "https://api.anthropic.com"
+    assert by_id["ollama"].base_url == "http://box:11434" and by_id["ollama"].concurrency == 4
+    assert s.default_model == "openai:a" and s.ws_allowed_origins == ("https://x", "https://y")
+
+
+def test_unknown_toml_setting_is_an_error(tmp_path: Path) -> None:
+    toml = tmp_path / "chat.toml"
+    toml.write_text("[server]\nprot = 1\n")
+    with pytest.raises(ValueError, match="prot"):
+        load_settings({"config_path": str(toml)}, env={})
+
+
+def test_the_chain_picks_the_first_tier_that_names_a_model() -> None:
+    router = Router(Registry("echo:echo"))
+    c = router.choose("openai:a", "anthropic:b")
+    assert (c.model, c.tier, c.fallbacks) == ("openai:a", "message", (("anthropic:b", "conversation"),
+                                                                       ("echo:echo", "system")))
+    c = router.choose(None, "anthropic:b")
+    assert (c.model, c.tier) == ("anthropic:b", "conversation")
+    c = router.choose(None, None)
+    assert (c.model, c.tier, c.fallbacks) == ("echo:echo", "system", ())
+    c = router.choose("echo:echo", "echo:echo")
+    assert (c.tier, c.fallbacks) == ("message", ())
