@@ -13,7 +13,8 @@ from starlette.routing import Route
 
 from . import inputs
 from .auth import bearer
-from .errors import BadRequest, ChatError, Forbidden, NotFound, TooLarge
+from .errors import BadRequest, ChatError, Forbidden, NotFound, TooLarge, Unavailable
+from .ratelimit import KeyedBuckets
 from .records import User
 from .services import Services
 from .settings import Settings
@@ -55,6 +56,8 @@ class Api:
 
     def __init__(self, settings: Settings) -> None:
         self.limit = settings.max_body_bytes
+        # Password hashing costs CPU: registration and login are limited per client address.
+        self.auth_limit = KeyedBuckets(settings.auth_rate_per_second, settings.auth_rate_burst)
 
     @property
     def s(self) -> Services:
@@ -66,6 +69,7 @@ class Api:
     # -- auth -----------------------------------------------------------------
 
     async def register(self, request: Request) -> Response:
+        self.auth_limit.check(request.client.host if request.client else "?", "registrations")
         body = await read_json(request, self.limit)
         name = inputs.username(body.get("username"))
         password = inputs.text(body, "password", max_chars=1024, min_chars=8)
@@ -75,6 +79,7 @@ class Api:
         return json({"token": token, "user": user.wire()}, 201)
 
     async def token(self, request: Request) -> Response:
+        self.auth_limit.check(request.client.host if request.client else "?", "login attempts")
         body = await read_json(request, self.limit)
         name = inputs.text(body, "username", max_chars=64)
         password = inputs.text(body, "password", max_chars=1024)
@@ -136,7 +141,12 @@ class Api:
             return StreamingResponse(self._sse(out, sent.turn), 201, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if sent.turn is not None and request.query_params.get("wait") in ("true", "1"):
-            reply = await asyncio.shield(sent.turn.done)
+            try:
+                reply = await asyncio.shield(sent.turn.done)
+            except asyncio.CancelledError:
+                if not sent.turn.done.cancelled():
+                    raise  # this request was cancelled, not the turn
+                raise Unavailable("the server stopped before the reply was stored") from None
             out["reply"] = reply.wire()
         return json(out, 201)
 

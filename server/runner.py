@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from pathlib import Path
 from collections.abc import Callable
@@ -38,6 +39,18 @@ def embedded_database(data_dir: Path) -> tuple[str, Callable[[], None]]:
     return server.get_uri(), stop
 
 
+class RedactTokens(logging.Filter):
+    """uvicorn logs WebSocket paths with their query string, where `?token=` may be."""
+
+    pattern = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(self.pattern.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)  # type: ignore[assignment]
+        return True
+
+
 def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The transport choices are measured in bench/: sansio WebSockets, no per-message deflate."""
     options: dict[str, Any] = dict(
@@ -57,6 +70,9 @@ class ChatServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, on_stopped: Callable[[], None] | None = None) -> None:
         super().__init__(config)
+        error_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, RedactTokens) for f in error_log.filters):
+            error_log.addFilter(RedactTokens())
         # uvicorn re-raises the signal once serving ends, so atexit hooks never run: stop here.
         self.on_stopped = on_stopped
 

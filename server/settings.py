@@ -45,6 +45,8 @@ class Settings:
     max_participants: int = 100
     max_client_id_chars: int = 64
     token_ttl_seconds: int = 30 * 24 * 3600
+    auth_rate_per_second: float = 1.0
+    auth_rate_burst: int = 20
     pool_min_size: int = 2
     pool_max_size: int = 10
 
@@ -94,6 +96,8 @@ ENV: dict[str, tuple[str, type]] = {
     "max_content_chars": ("CHAT_MAX_CONTENT_CHARS", int),
     "max_participants": ("CHAT_MAX_PARTICIPANTS", int),
     "token_ttl_seconds": ("CHAT_TOKEN_TTL_SECONDS", int),
+    "auth_rate_per_second": ("CHAT_AUTH_RATE_PER_SECOND", float),
+    "auth_rate_burst": ("CHAT_AUTH_RATE_BURST", int),
     "ws_max_frame_bytes": ("CHAT_WS_MAX_FRAME_BYTES", int),
     "ws_queue_frames": ("CHAT_WS_QUEUE_FRAMES", int),
     "ws_rate_per_second": ("CHAT_WS_RATE_PER_SECOND", float),

@@ -12,7 +12,7 @@ from typing import Any
 
 from providers.base import ChatMessage, ProviderError, StreamEnd
 
-from .errors import ChatError, Forbidden, NotFound
+from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import AI_DELTA, AI_END, AI_START, MESSAGE, Event, encode
 from .hub import Hub
 from .records import Conversation, Message, User
@@ -123,8 +123,10 @@ class Turns:
                     await self._run(turn)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as e:
                     log.exception("turn %s failed", turn.reply_id)
+                    if not turn.done.done():
+                        turn.done.set_exception(Unavailable(f"the AI turn failed: {e.__class__.__name__}"))
                 finally:
                     self.by_reply.pop(turn.reply_id, None)
                     self.by_trigger.pop(turn.trigger.id, None)
@@ -150,7 +152,8 @@ class Turns:
                 history = await self._history(turn)
                 status, code, error, usage = await self._generate(turn, history)
         except asyncio.CancelledError:
-            await asyncio.shield(self._finish(turn, "interrupted", None, None, None))
+            # Shutdown: store what we have; the task finishes this before it ends.
+            await self._finish(turn, "interrupted", None, None, None)
             raise
         await self._finish(turn, status, code, error, usage)
 

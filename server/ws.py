@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,6 +21,7 @@ from .errors import ChatError, Invalid, RateLimited, TooLarge, Unauthorized
 from .events import Event, encode
 from .messages import Sent
 from .protocol import FrameError
+from .ratelimit import TokenBucket
 from .records import User, rfc3339
 from .services import Services
 from .settings import Settings
@@ -29,24 +29,6 @@ from .settings import Settings
 log = logging.getLogger("chat.ws")
 
 CLOSE_UNAUTHORIZED, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY = 4401, 1008, 1009, 1001
-
-
-class TokenBucket:
-    """Frames per second with a burst; `take()` says how long to wait when empty."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
-
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 class SocketEndpoint:

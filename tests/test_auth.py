@@ -81,3 +81,15 @@ async def test_first_user_on_an_empty_database_is_the_only_admin(postgres_url: s
         users = await asyncio.gather(*(c.user("first") for _ in range(6)))
         admins = [u for u in users if u.info["is_admin"]]
         assert len(admins) == 1
+
+
+async def test_registration_and_login_are_rate_limited_per_address(database_url: str, http) -> None:
+    async with running_server(database_url, auth_rate_per_second=0.5, auth_rate_burst=3) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        statuses = []
+        for i in range(5):
+            r = await c.call("POST", "/auth/token", json={"username": f"nobody{i}", "password": "whatever1"})
+            statuses.append(r.status)
+        assert statuses == [401, 401, 401, 429, 429]
+        assert r.body["error"]["code"] == "rate_limited" and r.body["error"]["retry_after"] > 0
+        assert int(r.headers["Retry-After"]) >= 1

@@ -339,3 +339,13 @@ async def test_flood_is_rate_limited_then_closed_1008(database_url: str, http) -
         await fine.send({"type": "ping"})
         assert (await fine.recv())["type"] == "pong"
         await fine.close()
+
+
+async def test_query_tokens_never_reach_the_logs(client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    u = await client.user()
+    with caplog.at_level("DEBUG"):
+        async with websockets.connect(f"{client.ws_url}?token={u.token}") as ws:
+            assert orjson.loads(await ws.recv())["type"] == "hello"
+    server_lines = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "chat"))]
+    assert any("/ws" in line for line in server_lines)
+    assert not any(u.token in line for line in server_lines)
