@@ -15,7 +15,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from providers.registry import Registry
@@ -42,17 +41,22 @@ access = logging.getLogger("chat.access")
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
 
 
-class Paths:
-    """Every path works with and without a trailing slash, with no redirect."""
+class FrontDoor:
+    """Paths work with and without a trailing slash (no redirect); /ws skips the router and
+    exception middleware, so socket writes reach uvicorn's `send` unwrapped; requests are logged."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, websocket: ASGIApp) -> None:
         self.app = app
+        self.websocket = websocket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path = scope["path"]
             if len(path) > 1 and path.endswith("/"):
                 scope = {**scope, "path": path.rstrip("/") or "/"}
+            if scope["type"] == "websocket":
+                app = self.websocket if scope["path"] == "/ws" else self.app
+                return await app(scope, receive, send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
@@ -142,7 +146,7 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     app = Starlette(
-        routes=[*api.routes(), WebSocketRoute("/ws", endpoint)],
+        routes=api.routes(),
         exception_handlers={
             ChatError: chat_error,
             HTTPException: http_error,
@@ -152,6 +156,6 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.add_middleware(Paths)
+    app.add_middleware(FrontDoor, websocket=endpoint)
     app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001
     return app
