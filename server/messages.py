@@ -44,18 +44,17 @@ class Messages:
         client_id = inputs.client_id(body, self.settings)
         model = inputs.model_id(body, "model")
         wants_ai = inputs.boolean(body, "ai", True)
-        conv = await self.conversations.visible(cid, user)
         if model is not None:
             self.conversations.router.check(model)
-        msg, duplicate = await self.store.insert_user_message(cid, user, content, client_id)
-        if duplicate:
+        msg, room = await self.store.insert_user_message(cid, user, content, client_id)
+        if room is None:
             turn = self.turns.for_trigger(msg.id)
             ai = turn.info() if turn else await self._past_reply(msg)
             return Sent(msg, turn, ai, True)
         self.hub.publish(cid, message_event(msg))
         turn = None
-        if conv.with_ai and wants_ai:
-            turn = self.turns.start(conv, msg, model, user)
+        if room.with_ai and wants_ai:
+            turn = self.turns.start(room, msg, model, user)
         return Sent(msg, turn, turn.info() if turn else None, False)
 
     async def _past_reply(self, msg: Message) -> dict[str, Any] | None:

@@ -73,6 +73,17 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class Room:
+    """What a send and its AI turn need to know of a conversation (read in the insert itself)."""
+
+    id: int
+    mode: str
+    with_ai: bool
+    default_model_id: str | None
+    owner_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: int
     conversation_id: int

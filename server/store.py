@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from .errors import Unavailable
-from .records import Conversation, Message, Node, Participant, User
+from .errors import NotFound, Unavailable
+from .records import Conversation, Message, Node, Participant, Room, User
 
 SCHEMA_LOCK = 7_261_001  # advisory lock key held while schema.sql is applied
 
@@ -252,32 +252,36 @@ class Store:
 
     async def insert_user_message(
         self, conversation_id: int, author: User, content: str, client_id: str | None,
-    ) -> tuple[Message, bool]:
-        """Store a user message with the next seq; (message, False), or (the stored one, True)
-        when this author already sent this client_id here."""
-        if client_id is not None:
-            found = await self.message_by_client_id(conversation_id, author.id, client_id)
-            if found is not None:
-                return found, True
+    ) -> tuple[Message, Room | None]:
+        """Store a user message with the next seq, in one round trip that also checks the author
+        takes part. Returns (message, its room), or (the already stored one, None) when this
+        author sent this client_id here before. Raises NotFound for a conversation they're not in."""
         try:
             # One statement: the UPDATE's row lock on the conversation is held until commit,
-            # so concurrent writers commit in seq order and seq has no gaps.
+            # so concurrent writers commit in seq order and seq has no gaps. A unique-key
+            # conflict on client_id aborts the whole statement, the counter included.
             row = await self.pool.fetchrow(
                 "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
-                "           WHERE id = $1 RETURNING last_seq)"
-                " INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
-                " SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c"
-                " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
-                " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
-                " $5::text AS username, $6::text AS display_name",
+                "           WHERE id = $1 AND EXISTS (SELECT 1 FROM participants"
+                "                                     WHERE conversation_id = $1 AND user_id = $2)"
+                "           RETURNING last_seq, mode, with_ai, default_model_id, owner_id),"
+                " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
+                "       SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c"
+                "       RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+                "       client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at)"
+                " SELECT m.*, $5::text AS username, $6::text AS display_name,"
+                " c.mode, c.with_ai, c.default_model_id, c.owner_id FROM m, c",
                 conversation_id, author.id, content, client_id, author.username, author.display_name,
             )
         except asyncpg.UniqueViolationError:
             found = await self.message_by_client_id(conversation_id, author.id, client_id or "")
             if found is None:
                 raise
-            return found, True
-        return _message(row), False
+            return found, None
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        room = Room(conversation_id, row["mode"], row["with_ai"], row["default_model_id"], row["owner_id"])
+        return _message(row), room
 
     async def message_by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
         row = await self.pool.fetchrow(

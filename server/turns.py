@@ -15,7 +15,7 @@ from providers.base import ChatMessage, ProviderError, StreamEnd
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import AI_DELTA, AI_END, AI_START, MESSAGE, Event, encode
 from .hub import Hub
-from .records import Conversation, Message, User
+from .records import Message, Room, User
 from .routing import Choice, Router
 from .settings import Settings
 from .store import Store
@@ -33,7 +33,7 @@ class Turn:
     """One AI reply, from queued to stored."""
 
     reply_id: str
-    conversation: Conversation
+    conversation: Room
     trigger: Message
     choice: Choice
     requested_by: int
@@ -68,7 +68,7 @@ class Turns:
 
     # -- starting, finding, cancelling ---------------------------------------
 
-    def start(self, conv: Conversation, trigger: Message, model: str | None, user: User) -> Turn:
+    def start(self, conv: Room, trigger: Message, model: str | None, user: User) -> Turn:
         """Queue a reply to `trigger`; returns at once with the chosen model and tier."""
         choice = self.router.choose(model, conv.default_model_id)
         turn = Turn(secrets.token_hex(8), conv, trigger, choice, user.id, model=choice.model)
@@ -84,11 +84,15 @@ class Turns:
     def for_trigger(self, message_id: int) -> Turn | None:
         return self.by_trigger.get(message_id)
 
-    def cancel(self, reply_id: str, user: User) -> Turn:
+    async def cancel(self, reply_id: str, user: User) -> Turn:
+        """Stop a reply: its requester or the conversation's owner may; others learn nothing."""
         turn = self.by_reply.get(reply_id)
-        if turn is None or not turn.conversation.has(user.id):
+        if turn is None:
             raise NotFound(f"no running reply {reply_id!r}")
         if user.id not in (turn.requested_by, turn.conversation.owner_id):
+            conv = await self.store.conversation(turn.conversation.id)
+            if conv is None or not conv.has(user.id):
+                raise NotFound(f"no running reply {reply_id!r}")
             raise Forbidden("only the message's author or the conversation owner may cancel")
         turn.cancel_by = user.id
         if turn.stream_task is not None:

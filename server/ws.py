@@ -169,7 +169,7 @@ class SocketEndpoint:
             conn.enqueue(encode({"type": "unsubscribed", "conversation_id": cid, "ref": ref}))
         elif kind == "ai.cancel":
             reply_id = inputs.text(frame, "reply_id", max_chars=64)
-            self.s.turns.cancel(reply_id, conn.user)  # type: ignore[arg-type]
+            await self.s.turns.cancel(reply_id, conn.user)  # type: ignore[arg-type]
             conn.enqueue(encode({"type": "ack", "for": "ai.cancel", "reply_id": reply_id, "ref": ref}))
         elif kind == "ping":
             conn.enqueue(encode({"type": "pong", "ref": ref}))
