@@ -365,7 +365,7 @@ class Store:
             "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
 
     async def recent_messages(self, conversation_id: int, before_seq: int, limit: int) -> list[Message]:
-        """The history an AI turn sees: the latest `limit` messages before its reply, ascending."""
+        """The history an AI turn sees: the latest `limit` messages below `before_seq`, ascending."""
         rows = await self.pool.fetch(
             f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
             " WHERE m.conversation_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",

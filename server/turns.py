@@ -143,18 +143,26 @@ class Turns:
 
     async def _run(self, turn: Turn) -> None:
         cid = turn.conversation.id
-        msg = await self.store.insert_assistant_message(cid, turn.trigger.id, turn.reply_id, turn.model,
-                                                        self.node_id)
-        turn.message = msg
-        self._emit(turn, {"type": "message", "message": msg.wire()}, kind=MESSAGE, seq=msg.seq)
+        # The reply's row (which fixes its seq) and the history it answers: one round trip.
+        stored, rows = await asyncio.gather(
+            self.store.insert_assistant_message(cid, turn.trigger.id, turn.reply_id, turn.model, self.node_id),
+            self.store.recent_messages(cid, turn.trigger.seq + 1, self.settings.history_messages),
+            return_exceptions=True,
+        )
+        if isinstance(stored, BaseException):
+            raise stored
+        turn.message = stored
+        self._emit(turn, {"type": "message", "message": stored.wire()}, kind=MESSAGE, seq=stored.seq)
         self._start_frame(turn, None)
         status, code, error, usage = "complete", None, None, None
         try:
             if turn.cancel_by is not None:
                 status = "cancelled"
+            elif isinstance(rows, BaseException):
+                log.error("turn %s: reading history failed: %r", turn.reply_id, rows)
+                status, code, error = "error", "unavailable", "the conversation history could not be read"
             else:
-                history = await self._history(turn)
-                status, code, error, usage = await self._generate(turn, history)
+                status, code, error, usage = await self._generate(turn, self._history(turn, rows))
         except asyncio.CancelledError:
             # Shutdown: store what we have; the task finishes this before it ends.
             await self._finish(turn, "interrupted", None, None, None)
@@ -280,11 +288,8 @@ class Turns:
         for listener in turn.listeners:
             listener(frame["type"], frame)
 
-    async def _history(self, turn: Turn) -> list[ChatMessage]:
-        """Recent messages within the budget; in rooms, each line says who spoke."""
-        assert turn.message is not None
-        rows = await self.store.recent_messages(turn.conversation.id, turn.message.seq,
-                                                self.settings.history_messages)
+    def _history(self, turn: Turn, rows: list[Message]) -> list[ChatMessage]:
+        """Recent messages up to the trigger, within the budget; in rooms, each line says who spoke."""
         named = turn.conversation.mode != "solo"
         budget = self.settings.history_chars
         out: list[ChatMessage] = []
