@@ -1,7 +1,7 @@
 """The /ws endpoint: handshake, auth, the receive loop, and dispatch by frame type.
 
-It speaks raw ASGI rather than Starlette's WebSocket wrapper: every outgoing frame goes
-through the connection's writer straight to the server's `send`, the cheapest path.
+It speaks raw ASGI rather than Starlette's WebSocket wrapper, and the app routes /ws
+here before the router, so outgoing frames reach uvicorn's own `send` unwrapped.
 """
 
 from __future__ import annotations
