@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one run, a few seconds per scenario")
     p.add_argument("--database-url", help="use this PostgreSQL (a database per scenario is created on it) "
                    "instead of a private embedded cluster pinned to CPU 1")
+    p.add_argument("--py-spy", help="path to py-spy: profile the chat server in each measured window "
+                   "(collapsed stacks in the results folder; the figures of such a run are perturbed)")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
     for name, kind in SIZE_FLAGS.items():
         p.add_argument(f"--{name}", type=kind, help="scenario size override")
@@ -74,8 +77,14 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sizes = {k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}
     pg = Postgres(out, args.database_url)
-    ctx = Ctx(pg=pg, out=out, runs=args.runs or (1 if args.smoke else 3), smoke=args.smoke, sizes=sizes)
+    ctx = Ctx(pg=pg, out=out, runs=args.runs or (1 if args.smoke else 3), smoke=args.smoke, sizes=sizes,
+              py_spy=args.py_spy)
     started = time.time()
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=BENCH.parent, capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--short", "--untracked-files=no"], cwd=BENCH.parent,
+                           capture_output=True, text=True).stdout.split("\n")
+    log(f"code under test: {git}")
     failed: list[str] = []
     try:
         for sid in ids:
@@ -95,10 +104,11 @@ def main(argv: list[str]) -> int:
     machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
     (out / "table.md").write_text(md + "\n")
     (out / "results.json").write_text(json.dumps({
-        "argv": argv, "started": started, "machine": machine, "runs": ctx.runs, "smoke": args.smoke,
+        "argv": argv, "started": started, "git": git, "dirty": [d for d in dirty if d], "machine": machine,
+        "runs": ctx.runs, "smoke": args.smoke,
         "sizes": sizes, "rows": ctx.rows, "raw": ctx.raw}, indent=1, default=str))
     print(md)
-    print(f"\n{machine}; {ctx.runs} run(s) per scenario, medians; results in {out}")
+    print(f"\n{machine}; code {git}; {ctx.runs} run(s) per scenario, medians; results in {out}")
     return 1 if failed else 0
 
 

@@ -33,6 +33,7 @@ class Ctx:
     runs: int
     smoke: bool
     sizes: dict[str, Any]
+    py_spy: str | None = None  # profile the server during each measured window (perturbs the figures)
     rows: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -103,9 +104,17 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
         ready = lg.event("ready", timeout=300)
         time.sleep(0.5)  # let setup traffic settle before the window opens
         s0, l0, d0, t0 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
+        spy = None
+        if ctx.py_spy and server.name == "chat":
+            spy = Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
+                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt"),
+                                  "--duration", str(int(cfg["duration"]) + 1)], LOAD_CPU,
+                       log=ctx.out / "py-spy.log")
         lg.send("go")
         done = lg.event("done", timeout=cfg["duration"] + cfg.get("drain_timeout", 10) + 120)
         s1, l1, d1, t1 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
+        if spy is not None:
+            spy.p.wait(60)
     finally:
         lg.stop()
     done.update(setup_s=ready["setup_s"], wall_s=t1 - t0, server_cpu_s=s1 - s0, loadgen_cpu_s=l1 - l0,
@@ -306,42 +315,46 @@ def f3(ctx: Ctx) -> None:
 def f4(ctx: Ctx) -> None:
     n, rooms = ctx.size("idle", 10_000, 300), ctx.size("rooms", 100, 3)
     nusers = ctx.size("users", 20, 4)
-    chat, relay = Chat(ctx, "F4", nusers), Relay(ctx, "F4")
     results: list[tuple[float, float]] = []
-    try:
-        cids = [chat.conversation(0, list(range(nusers))) for _ in range(rooms)]
 
-        def idle(label: str, proc: Proc, url: str, tokens: bool, room_ids: list[int]) -> float:
-            conns = [{"token": chat.users[i % nusers]["token"] if tokens else "x", "subs": [room_ids[i % rooms]]}
-                     for i in range(n)]
-            path = ctx.out / f"{label}.json"
-            path.write_text(json.dumps({"mode": "idle", "url": url, "duration": 0, "conns": conns,
-                                        "connect_concurrency": 200, "hard_limit": 600}))
-            before = proc.rss_kb()
-            lg = Proc("loadgen", [NODE, str(BENCH / "loadgen.js"), str(path)], LOAD_CPU, stdin=True,
-                      log=ctx.out / "loadgen.log")
-            try:
-                lg.event("ready", timeout=300)
-                time.sleep(3)  # idle: let the server settle
-                after = proc.rss_kb()
-                lg.send("stop")
-                done = lg.event("done", timeout=60)
-            finally:
-                lg.stop()
-            time.sleep(2)  # the server closes them
-            per = (after - before) / n
-            ok = done["open"] == n and done["unexpected_closes"] == 0 and done["errors"] == 0
-            log(f"  {label}: rss {before} -> {after} KB, {per:.1f} KB/conn, open {done['open']}/{n}, valid={ok}")
-            return per if ok else float("nan")
+    def idle(label: str, proc: Proc, url: str, tokens: list[str], room_ids: list[int]) -> float:
+        conns = [{"token": tokens[i % len(tokens)], "subs": [room_ids[i % rooms]]} for i in range(n)]
+        path = ctx.out / f"{label}.json"
+        path.write_text(json.dumps({"mode": "idle", "url": url, "duration": 0, "conns": conns,
+                                    "connect_concurrency": 200, "hard_limit": 600}))
+        time.sleep(1)
+        before = proc.rss_kb()
+        lg = Proc("loadgen", [NODE, str(BENCH / "loadgen.js"), str(path)], LOAD_CPU, stdin=True,
+                  log=ctx.out / "loadgen.log")
+        try:
+            lg.event("ready", timeout=300)
+            time.sleep(3)  # idle: let the server settle
+            after = proc.rss_kb()
+            lg.send("stop")
+            done = lg.event("done", timeout=60)
+        finally:
+            lg.stop()
+        per = (after - before) / n
+        ok = done["open"] == n and done["unexpected_closes"] == 0 and done["errors"] == 0
+        log(f"  {label}: rss {before} -> {after} KB, {per:.1f} KB/conn, open {done['open']}/{n}, valid={ok}")
+        return per if ok else float("nan")
 
-        for i in range(ctx.runs):
-            log(f"F4 run {i + 1}/{ctx.runs}")
-            b = idle(f"F4-base-{i}", relay.proc, relay.url, False, [4_000_000 + i * 1000 + r for r in range(rooms)])
-            o = idle(f"F4-ours-{i}", chat.proc, chat.url, True, cids)
-            results.append((o, b))
-    finally:
-        chat.stop()
-        relay.stop()
+    # A fresh server per run: freed memory is not given back to the OS, so a second run
+    # on the same process would measure nothing.
+    for i in range(ctx.runs):
+        log(f"F4 run {i + 1}/{ctx.runs}")
+        relay = Relay(ctx, f"F4-{i}")
+        try:
+            b = idle(f"F4-base-{i}", relay.proc, relay.url, ["x"], [4_000_000 + r for r in range(rooms)])
+        finally:
+            relay.stop()
+        chat = Chat(ctx, f"F4-{i}", nusers)
+        try:
+            cids = [chat.conversation(0, list(range(nusers))) for _ in range(rooms)]
+            o = idle(f"F4-ours-{i}", chat.proc, chat.url, [u["token"] for u in chat.users], cids)
+        finally:
+            chat.stop()
+        results.append((o, b))
     ctx.raw["F4"] = [{"ours_kb_per_conn": o, "baseline_kb_per_conn": b} for o, b in results]
     valid = all(o == o and b == b for o, b in results)  # no NaN
     o, b = med([o for o, _ in results]), med([b for _, b in results])
