@@ -8,6 +8,8 @@ of the per-run ratios (baseline measured in the same invocation, interleaved wit
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -107,13 +109,13 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
         spy = None
         if ctx.py_spy and server.name == "chat":
             spy = Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
-                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt"),
-                                  "--duration", str(int(cfg["duration"]) + 1)], LOAD_CPU,
+                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt")], LOAD_CPU,
                        log=ctx.out / "py-spy.log")
         lg.send("go")
         done = lg.event("done", timeout=cfg["duration"] + cfg.get("drain_timeout", 10) + 120)
         s1, l1, d1, t1 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
-        if spy is not None:
+        if spy is not None:  # py-spy writes its profile on SIGINT
+            os.killpg(spy.pid, signal.SIGINT)
             spy.p.wait(60)
     finally:
         lg.stop()
