@@ -68,7 +68,7 @@ class AnthropicProvider:
                 chunk = await upstream.read()
                 if not chunk:
                     raise ProviderConnectionError(f"{self.kind}: stream ended before message_stop")
-                for event in parser.feed(chunk):
+                for event in parser.events(chunk):
                     text = state.apply(event.event, event.data)
                     if text:
                         upstream.got_token()

@@ -78,7 +78,7 @@ class OpenAIProvider:
                     if finish is None:
                         raise ProviderConnectionError(f"{self.kind}: stream ended before [DONE]")
                     break
-                for event in parser.feed(chunk):
+                for event in parser.events(chunk):
                     if event.data == "[DONE]":
                         done = True
                         break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -38,10 +39,19 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume a chunk and return the events it completes."""
+        return list(self.events(chunk))
+
+    def events(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """Consume a chunk, yielding each event as soon as its blank line is parsed.
+
+        Lazy so a streaming client relays the first event of a large read before parsing the
+        rest; stop early only when the stream is over.
+        """
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
         buf = self._buf + chunk if self._buf else chunk
+        self._buf = b""
         events: list[SSEEvent] = []
         pos = 0
         for m in _EOL.finditer(buf):
@@ -49,8 +59,11 @@ class SSEParser:
             pos = m.end()
             if pos == len(buf) and m.group() == b"\r":
                 self._skip_lf = True
+            if events:
+                self._buf = buf[pos:]  # what is left, should the consumer stop here
+                yield from events
+                events.clear()
         self._buf = buf[pos:]
-        return events
 
     def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
         line = raw.decode("utf-8", "replace")

@@ -111,9 +111,11 @@ def create_app(settings: Settings) -> Starlette:
         version = await store.apply_schema(SCHEMA.read_text())
         interrupted = await store.mark_interrupted(settings.node_id)
         log.info("schema version %s; %s interrupted replies marked", version, interrupted)
-        session = aiohttp.ClientSession()
+        # No connection cap here: each provider's concurrency is bounded by the router instead.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         registry = Registry(settings.default_model)
-        router = Router(registry, {p.id: p.concurrency for p in settings.providers})
+        router = Router(registry, {p.id: p.concurrency for p in settings.providers},
+                        default_concurrency=settings.provider_concurrency)
 
         turns_ref: list[Turns] = []
 

@@ -1,10 +1,11 @@
-"""Connection: one WebSocket's bounded outgoing queue and the writer that drains it.
+"""Connection: one WebSocket's outgoing frames: written at once, or queued (bounded) behind a writer.
 
-When nothing is queued and the socket is writable, `enqueue()` writes at once: it runs
+When nothing is queued and the socket is writable, `deliver()` writes at once: it runs
 uvicorn's `send` coroutine by hand, which completes without suspending unless the
-transport is paused. Only when it would wait (a slow reader) does the frame's coroutine
-go to the connection's writer task, and later frames queue behind it. So the common
-delivery costs no task switch, and a slow client still never blocks the sender.
+transport is paused. Only when it would wait (a slow reader) is a writer task started to
+finish that send, and later frames queue behind it until the backlog is written. So the
+common delivery costs no task switch, an idle connection holds no task of its own, and a
+slow client still never blocks the sender.
 """
 
 from __future__ import annotations
@@ -28,43 +29,51 @@ _ids = itertools.count(1)
 
 
 class Connection:
-    """Frames are queued without awaiting; a client whose queue overflows is cut, never waited on."""
+    """Frames go out without awaiting; a client whose queue overflows is cut, never waited on."""
 
-    __slots__ = ("id", "user", "_send", "_queue", "_max", "_wake", "_idle", "_pending", "closing",
-                 "close_code", "close_reason", "gone", "subscriptions", "writer", "__weakref__")
+    __slots__ = ("id", "user", "_send", "_queue", "_max", "_idle", "_pending", "closing", "close_code",
+                 "close_reason", "gone", "subscriptions", "writer", "__weakref__")
 
     def __init__(self, user: User, send: Send, max_queue: int) -> None:
         self.id = next(_ids)
         self.user = user
         self._send = send
-        self._queue: deque[str] = deque()
+        self._queue: deque[dict[str, Any]] = deque()
         self._max = max_queue
-        self._wake = asyncio.Event()
-        self._idle = False  # the writer is parked with nothing in flight: enqueue may write now
+        self._idle = False  # no writer busy: deliver() may write at once (set by start())
         self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None  # a send that had to wait
         self.closing = False
         self.close_code = 1000
         self.close_reason = ""
         self.gone = False  # the peer closed or vanished: nothing more can be sent
         self.subscriptions: set[int] = set()
-        self.writer: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # only while a backlog or a close is being written
+
+    def start(self) -> None:
+        """Begin writing (the handshake is done)."""
+        self._idle = True
 
     def enqueue(self, frame: str) -> None:
-        """Send or queue one encoded frame; never awaits. Overflow closes the connection with 1013."""
+        """Send or queue one encoded frame; never awaits."""
+        self.deliver({"type": "websocket.send", "text": frame})
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Send or queue an ASGI send message, which fan-out shares between all recipients;
+        never awaits. Overflow closes the connection with 1013."""
         if self.closing:
             return
         if self._idle:
-            self._write_now(frame)
+            self._write_now(message)
             return
         if len(self._queue) >= self._max:
             log.info("closing slow connection %s of user %s: %d frames queued",
                      self.id, self.user.id, len(self._queue))
             self.close(CLOSE_TOO_SLOW, "too slow: outgoing queue full")
             return
-        self._queue.append(frame)
+        self._queue.append(message)
 
-    def _write_now(self, frame: str) -> None:
-        coro = self._send({"type": "websocket.send", "text": frame})
+    def _write_now(self, message: dict[str, Any]) -> None:
+        coro = self._send(message)
         try:
             waiting_on = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
@@ -73,13 +82,13 @@ class Connection:
             # uvicorn raises ClientDisconnected (an OSError) or RuntimeError once the peer is gone.
             self.disconnected(1006)
             return
-        # The transport is paused: hand the half-run send to the writer and queue from now on.
+        # The transport is paused: a writer task finishes this send; later frames queue behind it.
         self._idle = False
         self._pending = (coro, waiting_on)  # type: ignore[assignment]
-        self._wake.set()
+        self._spawn()
 
     def close(self, code: int, reason: str = "") -> None:
-        """Stop queueing and let the writer send the close frame (a slow client's queue is dropped)."""
+        """Stop queueing and send the close frame after the backlog (a slow client's is dropped)."""
         if self.closing:
             return
         self.closing = True
@@ -87,59 +96,60 @@ class Connection:
         self.close_reason = reason
         if code == CLOSE_TOO_SLOW:
             self._queue.clear()
-        self._wake.set()
+        self._idle = False
+        self._spawn()
 
     def disconnected(self, code: int) -> None:
-        """The peer closed (or the socket died): stop the writer without a close frame."""
+        """The peer closed (or the socket died): nothing more is written, not even a close frame."""
         self.gone = True
         if not self.closing:
             self.closing, self.close_code = True, code
+        self._idle = False
         self._queue.clear()
-        self._wake.set()
 
-    def start(self) -> None:
-        self.writer = asyncio.get_running_loop().create_task(self._write(), name=f"ws-writer-{self.id}")
+    def _spawn(self) -> None:
+        if self.writer is None and not self.gone:
+            self.writer = asyncio.get_running_loop().create_task(self._write(), name=f"ws-writer-{self.id}")
 
     async def _write(self) -> None:
-        send, queue, wake = self._send, self._queue, self._wake
+        send, queue = self._send, self._queue
         try:
             while True:
                 if self._pending is not None:
                     coro, waiting_on = self._pending
                     self._pending = None
                     await _finish(coro, waiting_on)
+                if self.gone:
+                    return
                 if queue:
-                    await send({"type": "websocket.send", "text": queue.popleft()})
+                    await send(queue.popleft())
                     continue
                 if self.closing:
                     break
-                wake.clear()
+                # Backlog written: deliver() writes directly again, and this task ends.
                 self._idle = True
-                await wake.wait()
-                self._idle = False
-            if not self.gone:
-                await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
+                self.writer = None
+                return
+            await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
         except (OSError, RuntimeError, asyncio.CancelledError) as e:
             # Peer went away mid-write (uvicorn raises ClientDisconnected, an OSError).
-            self._idle = False
-            self.closing = True
+            self.gone = self.closing = True
             queue.clear()
             if isinstance(e, asyncio.CancelledError):
                 raise
         except Exception:
-            self._idle = False
-            self.closing = True
+            self.gone = self.closing = True
             log.exception("writer of connection %s failed", self.id)
 
     async def finish(self, timeout: float = 5.0) -> None:
-        """Wait for the writer to flush and close; cancel it if the peer won't take it."""
-        if self.writer is None:
+        """Wait for the backlog and close frame to be written; give up on a peer that won't read."""
+        writer = self.writer
+        if writer is None:
             return
-        self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self.writer), timeout)
+            await asyncio.wait_for(asyncio.shield(writer), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            self.writer.cancel()
+            writer.cancel()
 
 
 async def _finish(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,6 +24,10 @@ class Event:
     reply_id: str | None = None
     text: str = ""  # ai.delta's text / ai.start's model, kept for late subscribers' snapshot
     meta: dict[str, Any] | None = None  # ai.start: message_id, seq, tier
+    send: dict[str, Any] = field(init=False, repr=False, compare=False)  # the ASGI message, shared
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "send", {"type": "websocket.send", "text": self.frame})
 
     def to_bytes(self) -> bytes:
         """Serialized for a broker between processes."""

@@ -238,7 +238,7 @@ class Hub:
         elif ev.seq is not None and ev.seq <= sub.skip_through:
             return
         elif ev.skip_user is None or sub.conn.user.id != ev.skip_user:
-            sub.conn.enqueue(ev.frame)
+            sub.conn.deliver(ev.send)
 
     @staticmethod
     def _track(ch: Channel, ev: Event) -> None:

@@ -57,5 +57,5 @@ class Router:
         sem = self._semaphores.get(backend.id)
         if sem is None:
             sem = self._semaphores[backend.id] = asyncio.Semaphore(
-                self._limits.get(backend.id, self._default_limit))
+                self._limits.get(backend.id) or self._default_limit)
         return sem

@@ -21,7 +21,7 @@ class ProviderConfig:
     base_url: str | None = None
     api_key: str | None = None
     models: tuple[str, ...] = ()
-    concurrency: int = 16
+    concurrency: int = 0  # 0: the server's provider_concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class Settings:
     # AI
     default_model: str = "echo:echo"
     echo_delay: float = 0.02
-    coalesce_ms: float = 30.0
+    coalesce_ms: float = 15.0
     history_messages: int = 40
     history_chars: int = 24_000
     node_check_interval: float = 30.0
@@ -76,6 +76,7 @@ class Settings:
     provider_timeout_first_token: float = 60.0
     provider_timeout_idle: float = 60.0
     provider_timeout_total: float = 600.0
+    provider_concurrency: int = 64
     providers: tuple[ProviderConfig, ...] = field(default_factory=tuple)
 
     def replace(self, **changes: Any) -> Settings:
@@ -111,6 +112,8 @@ ENV: dict[str, tuple[str, type]] = {
     "default_model": ("DEFAULT_MODEL", str),
     "echo_delay": ("CHAT_ECHO_DELAY", float),
     "coalesce_ms": ("CHAT_COALESCE_MS", float),
+    "provider_concurrency": ("CHAT_PROVIDER_CONCURRENCY", int),
+    "pool_max_size": ("CHAT_POOL_MAX_SIZE", int),
     "node_check_interval": ("CHAT_NODE_CHECK_INTERVAL", float),
 }
 
@@ -136,9 +139,9 @@ def _providers(toml: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Provide
             base_url=table.get("base_url"),
             api_key=table.get("api_key") or (env.get(table["api_key_env"]) if "api_key_env" in table else None),
             models=tuple(table.get("models", ())),
-            concurrency=int(table.get("concurrency", 16)),
+            concurrency=int(table.get("concurrency", 0)),
         )
-    for pid, label, trigger, url_var, default_url, models_var, default_models, limit in _ENV_PROVIDERS:
+    for pid, label, trigger, url_var, default_url, models_var, default_models in _ENV_PROVIDERS:
         if not any(env.get(var) for var in trigger):
             continue
         base = found.get(pid)
@@ -149,18 +152,18 @@ def _providers(toml: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Provide
             base_url=env.get(url_var) or (base.base_url if base else None) or default_url,
             api_key=env.get(f"{pid.upper()}_API_KEY") or (base.api_key if base else None),
             models=_env_models(env, models_var) or (base.models if base else default_models),
-            concurrency=base.concurrency if base else limit,
+            concurrency=base.concurrency if base else 0,
         )
     return tuple(found.values())
 
 
-# id, label, env vars that switch it on, URL var, default URL, models var, default models, concurrency
+# id, label, env vars that switch it on, URL var, default URL, models var, default models
 _ENV_PROVIDERS = (
     ("openai", "OpenAI", ("OPENAI_API_KEY", "OPENAI_BASE_URL"), "OPENAI_BASE_URL", "https://api.openai.com/v1",
-     "OPENAI_MODELS", ("gpt-4o-mini", "gpt-4o"), 16),
+     "OPENAI_MODELS", ("gpt-4o-mini", "gpt-4o")),
     ("anthropic", "Anthropic", ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL", "https://api.anthropic.com",
-     "ANTHROPIC_MODELS", ("claude-sonnet-4", "claude-haiku-4"), 16),
-    ("ollama", "Ollama", ("OLLAMA_URL",), "OLLAMA_URL", "http://127.0.0.1:11434", "OLLAMA_MODELS", (), 4),
+     "ANTHROPIC_MODELS", ("claude-sonnet-4", "claude-haiku-4")),
+    ("ollama", "Ollama", ("OLLAMA_URL",), "OLLAMA_URL", "http://127.0.0.1:11434", "OLLAMA_MODELS", ()),
 )
 
 

@@ -22,6 +22,10 @@ _MESSAGE_COLS = """
 _MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
 
 
+async def _keep_session(con: asyncpg.Connection) -> None:
+    """Pool reset hook: asyncpg still rolls back an open transaction; nothing else to undo."""
+
+
 class SchemaTooNew(RuntimeError):
     """The database was migrated by newer code than this."""
 
@@ -63,7 +67,9 @@ class Store:
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Store:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        # No reset query on release: this code keeps no session state (no LISTEN, SET or held
+        # advisory lock), and asyncpg's default reset is a second round trip per statement.
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
         return cls(pool)
 
     async def close(self) -> None:

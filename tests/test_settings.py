@@ -31,7 +31,7 @@ def test_well_known_provider_environment_variables() -> None:
     assert by_id["openai"].api_key == "sk" and by_id["openai"].models == ("a", "b")
     assert by_id["openai"].base_url == "https://api.openai.com/v1"
     assert by_id["anthropic"].base_url == "https://api.anthropic.com"
-    assert by_id["ollama"].base_url == "http://box:11434" and by_id["ollama"].concurrency == 4
+    assert by_id["ollama"].base_url == "http://box:11434" and by_id["ollama"].concurrency == 0
     assert s.default_model == "openai:a" and s.ws_allowed_origins == ("https://x", "https://y")
 
 
