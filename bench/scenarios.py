@@ -498,7 +498,7 @@ def a2(ctx: Ctx) -> None:
     added = med([o["ai"]["token_latency_ms"]["p99"] - b["token_latency_ms"]["p99"] for o, b in pairs])
     row(ctx, "A2", f"p99 token latency ms ({streams} turns x {tokens} tokens @ {delay * 1000:.0f} ms)", o, b,
         o / b if o and b else None, "<= direct + 20 ms", valid and added is not None and added <= 20,
-        f"added {added:+.1f} ms; coalescing window CHAT_COALESCE_MS=30 (default); "
+        f"added {added:+.1f} ms; coalescing window {coalesce_ms()} ms (the server's default); "
         + ("all complete" if valid else "INVALID: turns incomplete"))
     per_tok = med([o["server_cpu_s"] * 1e6 / max(1, o["ai"]["tokens"]) for o, _ in pairs])
     per_tok_b = med([b["server_cpu_s"] * 1e6 / max(1, b["tokens"]) for _, b in pairs])
@@ -509,3 +509,12 @@ def a2(ctx: Ctx) -> None:
 
 
 SCENARIOS: dict[str, Callable[[Ctx], None]] = {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "S1": s1, "A1": a1, "A2": a2}
+
+
+def coalesce_ms() -> str:
+    """The server's default coalescing window, read from its settings module."""
+    import re
+
+    text = (BENCH.parent / "server" / "settings.py").read_text()
+    found = re.search(r"coalesce_ms: float = ([0-9.]+)", text)
+    return found.group(1) if found else "?"

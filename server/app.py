@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,23 +42,31 @@ SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
 
 
 class FrontDoor:
-    """Paths work with and without a trailing slash (no redirect); /ws skips the router and
-    exception middleware, so socket writes reach uvicorn's `send` unwrapped; requests are logged."""
+    """The outermost ASGI app. Paths work with and without a trailing slash (no redirect);
+    /ws goes straight to the socket endpoint — no router, no middleware frames kept alive per
+    socket, and its writes reach uvicorn's `send` unwrapped; HTTP requests are logged."""
 
-    def __init__(self, app: ASGIApp, websocket: ASGIApp) -> None:
+    def __init__(self, app: Starlette, websocket: ASGIApp) -> None:
         self.app = app
         self.websocket = websocket
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            path = scope["path"]
-            if len(path) > 1 and path.endswith("/"):
-                scope = {**scope, "path": path.rstrip("/") or "/"}
-            if scope["type"] == "websocket":
-                app = self.websocket if scope["path"] == "/ws" else self.app
-                return await app(scope, receive, send)
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not `async`: it hands back the chosen app's coroutine instead of wrapping it in another.
+        kind = scope["type"]
+        if kind == "lifespan":
+            return self.app(scope, receive, send)
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        if kind == "websocket":
+            return (self.websocket if scope["path"] == "/ws" else self.app)(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
 
@@ -98,7 +106,7 @@ def build_broker(settings: Settings) -> Broker:
     return RedisBroker(settings.redis_url) if settings.redis_url else LocalBroker()
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> FrontDoor:
     api = Api(settings)
     endpoint = SocketEndpoint(settings)
 
@@ -158,6 +166,5 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.add_middleware(FrontDoor, websocket=endpoint)
     app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001
-    return app
+    return FrontDoor(app, endpoint)

@@ -38,7 +38,7 @@ class Connection:
         self.id = next(_ids)
         self.user = user
         self._send = send
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[dict[str, Any]] | None = None  # made on the first backlog
         self._max = max_queue
         self._idle = False  # no writer busy: deliver() may write at once (set by start())
         self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None  # a send that had to wait
@@ -65,12 +65,14 @@ class Connection:
         if self._idle:
             self._write_now(message)
             return
-        if len(self._queue) >= self._max:
-            log.info("closing slow connection %s of user %s: %d frames queued",
-                     self.id, self.user.id, len(self._queue))
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._max:
+            log.info("closing slow connection %s of user %s: %d frames queued", self.id, self.user.id, len(queue))
             self.close(CLOSE_TOO_SLOW, "too slow: outgoing queue full")
             return
-        self._queue.append(message)
+        queue.append(message)
 
     def _write_now(self, message: dict[str, Any]) -> None:
         coro = self._send(message)
@@ -95,7 +97,7 @@ class Connection:
         self.close_code = code
         self.close_reason = reason
         if code == CLOSE_TOO_SLOW:
-            self._queue.clear()
+            self._queue = None
         self._idle = False
         self._spawn()
 
@@ -105,14 +107,14 @@ class Connection:
         if not self.closing:
             self.closing, self.close_code = True, code
         self._idle = False
-        self._queue.clear()
+        self._queue = None
 
     def _spawn(self) -> None:
         if self.writer is None and not self.gone:
             self.writer = asyncio.get_running_loop().create_task(self._write(), name=f"ws-writer-{self.id}")
 
     async def _write(self) -> None:
-        send, queue = self._send, self._queue
+        send = self._send
         try:
             while True:
                 if self._pending is not None:
@@ -121,20 +123,21 @@ class Connection:
                     await _finish(coro, waiting_on)
                 if self.gone:
                     return
-                if queue:
-                    await send(queue.popleft())
+                if self._queue:
+                    await send(self._queue.popleft())
                     continue
                 if self.closing:
                     break
                 # Backlog written: deliver() writes directly again, and this task ends.
                 self._idle = True
+                self._queue = None
                 self.writer = None
                 return
             await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
         except (OSError, RuntimeError, asyncio.CancelledError) as e:
             # Peer went away mid-write (uvicorn raises ClientDisconnected, an OSError).
             self.gone = self.closing = True
-            queue.clear()
+            self._queue = None
             if isinstance(e, asyncio.CancelledError):
                 raise
         except Exception:

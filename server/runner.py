@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 
 from .settings import Settings
 
@@ -51,10 +50,10 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The transport choices are measured in bench/: sansio WebSockets, no per-message deflate."""
     options: dict[str, Any] = dict(
-        host=settings.host, port=settings.port, ws="websockets-sansio", http="httptools",
+        host=settings.host, port=settings.port, ws="websockets-sansio", http="httptools", interface="asgi3",
         loop="uvloop", ws_per_message_deflate=False,
         # uvicorn drops frames above this outright; below it our own limit answers with an error first
         ws_max_size=max(4 * settings.ws_max_frame_bytes, 1 << 20),

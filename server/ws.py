@@ -48,14 +48,13 @@ class SocketEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        origin = headers.get("origin")
+        origin, authorization = _header(scope, b"origin"), _header(scope, b"authorization")
         allowed = self.settings.ws_allowed_origins
         if origin and allowed and origin not in allowed and "*" not in allowed:
             log.info("ws refused: origin %s not allowed", origin)
             await send({"type": "websocket.close", "code": 4403})  # before accept: HTTP 403
             return
-        token = bearer(headers.get("authorization"))
+        token = bearer(authorization)
         if token is None:
             token = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [None])[0]
         await send({"type": "websocket.accept"})
@@ -216,3 +215,11 @@ class SocketEndpoint:
         """Shutdown: every socket gets 1001 (going away); clients reconnect elsewhere."""
         for conn in list(self.connections):
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """One request header, without keeping a dict of all of them alive for the socket's life."""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None

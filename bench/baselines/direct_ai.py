@@ -43,13 +43,13 @@ async def turn(session: aiohttp.ClientSession, url: str, tokens: int, ttfd: list
                             headers={"Content-Type": "application/json"}) as resp:
         async for data in resp.content.iter_any():
             now_us = time.time() * 1e6
-            if first:
-                ttfd.append((time.perf_counter() - start) * 1000)
-                first = False
             data = tail + data
             cut = data.rfind(b"\n\n")  # parse whole events only
             tail, data = data[cut + 2:], data[:cut + 2]
             for m in STAMP.finditer(data):
+                if first:  # time to the first text token, as the server's first ai.delta carries one
+                    ttfd.append((time.perf_counter() - start) * 1000)
+                    first = False
                 if int(m.group(1)) != nxt:
                     return False
                 nxt += 1
