@@ -46,7 +46,8 @@ class Messages:
         wants_ai = inputs.boolean(body, "ai", True)
         if model is not None:
             self.conversations.router.check(model)
-        msg, room = await self.store.insert_user_message(cid, user, content, client_id)
+        history = self.settings.history_messages if wants_ai else 0
+        msg, room = await self.store.insert_user_message(cid, user, content, client_id, history)
         if room is None:
             turn = self.turns.for_trigger(msg.id)
             ai = turn.info() if turn else await self._past_reply(msg)

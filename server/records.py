@@ -81,6 +81,9 @@ class Room:
     with_ai: bool
     default_model_id: str | None
     owner_id: int
+    # The messages before the new one, oldest first, as (role, status, content, author name),
+    # read in the same statement when the send will start an AI turn.
+    recent: tuple[tuple[str, str, str, str | None], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from .errors import NotFound, Unavailable
 from .records import Conversation, Message, Node, Participant, Room, User
@@ -257,7 +258,7 @@ class Store:
     # -- messages ------------------------------------------------------------
 
     async def insert_user_message(
-        self, conversation_id: int, author: User, content: str, client_id: str | None,
+        self, conversation_id: int, author: User, content: str, client_id: str | None, history: int = 0,
     ) -> tuple[Message, Room | None]:
         """Store a user message with the next seq, in one round trip that also checks the author
         takes part. Returns (message, its room), or (the already stored one, None) when this
@@ -276,8 +277,15 @@ class Store:
                 "       RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
                 "       client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at)"
                 " SELECT m.*, $5::text AS username, $6::text AS display_name,"
-                " c.mode, c.with_ai, c.default_model_id, c.owner_id FROM m, c",
-                conversation_id, author.id, content, client_id, author.username, author.display_name,
+                " c.mode, c.with_ai, c.default_model_id, c.owner_id,"
+                # The AI turn's history rides along, only when the conversation has the AI on.
+                " CASE WHEN $7::int > 0 AND c.with_ai THEN (SELECT coalesce(json_agg(json_build_array("
+                "    h.role, h.status, h.content, hu.display_name) ORDER BY h.seq), '[]')"
+                "  FROM (SELECT role, status, content, author_id, seq FROM messages"
+                "        WHERE conversation_id = $1 AND seq < c.last_seq ORDER BY seq DESC LIMIT $7) h"
+                "  LEFT JOIN users hu ON hu.id = h.author_id) END AS recent"
+                " FROM m, c",
+                conversation_id, author.id, content, client_id, author.username, author.display_name, history,
             )
         except asyncpg.UniqueViolationError:
             found = await self.message_by_client_id(conversation_id, author.id, client_id or "")
@@ -286,7 +294,10 @@ class Store:
             return found, None
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")
-        room = Room(conversation_id, row["mode"], row["with_ai"], row["default_model_id"], row["owner_id"])
+        recent = None
+        if row["recent"] is not None:
+            recent = tuple((r[0], r[1], r[2], r[3]) for r in orjson.loads(row["recent"]))
+        room = Room(conversation_id, row["mode"], row["with_ai"], row["default_model_id"], row["owner_id"], recent)
         return _message(row), room
 
     async def message_by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:

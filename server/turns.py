@@ -43,6 +43,8 @@ class Turn:
     index: int = 0
     cancel_by: int | None = None
     stream_task: asyncio.Task[Any] | None = None
+    fresh: bool = False  # nothing ran in its conversation since the trigger: its history is current
+    row: asyncio.Future[Message] | None = None  # the reply's stored row, maybe still being written
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
 
@@ -71,7 +73,8 @@ class Turns:
     def start(self, conv: Room, trigger: Message, model: str | None, user: User) -> Turn:
         """Queue a reply to `trigger`; returns at once with the chosen model and tier."""
         choice = self.router.choose(model, conv.default_model_id)
-        turn = Turn(secrets.token_hex(8), conv, trigger, choice, user.id, model=choice.model)
+        turn = Turn(secrets.token_hex(8), conv, trigger, choice, user.id, model=choice.model,
+                    fresh=conv.recent is not None and conv.id not in self._workers)
         self.by_reply[turn.reply_id] = turn
         self.by_trigger[trigger.id] = turn
         self._order += 1
@@ -143,17 +146,26 @@ class Turns:
 
     async def _run(self, turn: Turn) -> None:
         cid = turn.conversation.id
-        # The reply's row (which fixes its seq) and the history it answers: one round trip.
-        stored, rows = await asyncio.gather(
-            self.store.insert_assistant_message(cid, turn.trigger.id, turn.reply_id, turn.model, self.node_id),
-            self.store.recent_messages(cid, turn.trigger.seq + 1, self.settings.history_messages),
-            return_exceptions=True,
-        )
-        if isinstance(stored, BaseException):
-            raise stored
-        turn.message = stored
-        self._emit(turn, {"type": "message", "message": stored.wire()}, kind=MESSAGE, seq=stored.seq)
-        self._start_frame(turn, None)
+        insert = self.store.insert_assistant_message(cid, turn.trigger.id, turn.reply_id, turn.model, self.node_id)
+        rows: Any
+        if turn.fresh:
+            # The history came with the trigger's insert: ask the provider while the reply's row
+            # is being stored; its first delta waits for that row (see _started).
+            turn.row = asyncio.ensure_future(insert)
+            recent = turn.conversation.recent or ()
+            rows = [*recent, _line(turn.trigger)]
+        else:
+            # The row (which fixes the reply's seq) and the history it answers: one round trip.
+            stored, found = await asyncio.gather(
+                insert, self.store.recent_messages(cid, turn.trigger.seq + 1, self.settings.history_messages),
+                return_exceptions=True,
+            )
+            if isinstance(stored, BaseException):
+                raise stored
+            turn.row = asyncio.get_running_loop().create_future()
+            turn.row.set_result(stored)
+            await self._started(turn)
+            rows = found if isinstance(found, BaseException) else [_line(m) for m in found]
         status, code, error, usage = "complete", None, None, None
         try:
             if turn.cancel_by is not None:
@@ -169,11 +181,23 @@ class Turns:
             raise
         await self._finish(turn, status, code, error, usage)
 
+    async def _started(self, turn: Turn) -> Message:
+        """The reply's row: once it is stored, announce it (`message`, then `ai.start`) exactly once."""
+        if turn.message is None:
+            assert turn.row is not None
+            stored = await asyncio.shield(turn.row)  # a cancelled stream must not cancel the insert
+            if turn.message is None:
+                turn.message = stored
+                self._emit(turn, {"type": "message", "message": stored.wire()}, kind=MESSAGE, seq=stored.seq)
+                self._start_frame(turn, None)
+        return turn.message
+
     async def _generate(self, turn: Turn, history: list[ChatMessage]) -> tuple[str, str | None, str | None, Any]:
         """Stream from the chosen model, falling back down the tiers before the first token."""
         candidates = [(turn.choice.model, turn.choice.tier), *turn.choice.fallbacks]
         for i, (model, _tier) in enumerate(candidates):
             if i > 0:
+                await self._started(turn)
                 previous, turn.model = turn.model, model
                 self._start_frame(turn, previous)
             try:
@@ -229,6 +253,8 @@ class Turns:
                         if timer is None:
                             wait = last_flush + self.window - loop.time()
                             if wait <= 0:
+                                if turn.message is None:
+                                    await self._started(turn)  # deltas follow their ai.start
                                 flush()
                             else:
                                 timer = loop.call_later(wait, flush)
@@ -237,6 +263,8 @@ class Turns:
         finally:
             if timer is not None:
                 timer.cancel()
+            if pending and turn.message is None:
+                await self._started(turn)
             flush()  # nothing received is ever dropped, even on cancel or error
         return end
 
@@ -261,8 +289,7 @@ class Turns:
         self._emit(turn, frame, kind=AI_START, text=turn.model, meta=meta)
 
     async def _finish(self, turn: Turn, status: str, code: str | None, error: str | None, usage: Any) -> None:
-        msg = turn.message
-        assert msg is not None
+        msg = await self._started(turn)
         final = await self.store.finish_assistant_message(
             msg.id, "".join(turn.parts), status, turn.model,
             usage.usage.prompt_tokens if usage is not None and usage.usage else None,
@@ -288,21 +315,27 @@ class Turns:
         for listener in turn.listeners:
             listener(frame["type"], frame)
 
-    def _history(self, turn: Turn, rows: list[Message]) -> list[ChatMessage]:
+    def _history(self, turn: Turn, rows: list[Line]) -> list[ChatMessage]:
         """Recent messages up to the trigger, within the budget; in rooms, each line says who spoke."""
         named = turn.conversation.mode != "solo"
         budget = self.settings.history_chars
         out: list[ChatMessage] = []
-        for m in reversed(rows):
-            if m.role == "assistant" and (m.status != "complete" or not m.content):
+        for role, status, content, author in reversed(rows):
+            if role == "assistant" and (status != "complete" or not content):
                 continue
-            content = m.content
-            if named and m.role == "user" and m.author is not None:
-                content = f"{m.author.display_name}: {content}"
+            if named and role == "user" and author is not None:
+                content = f"{author}: {content}"
             if budget - len(content) < 0 and out:
                 break
             budget -= len(content)
-            out.append(ChatMessage(m.role, content[-self.settings.history_chars:]))
+            out.append(ChatMessage(role, content[-self.settings.history_chars:]))
         out.append(ChatMessage("system", SYSTEM_PROMPT))
         out.reverse()
         return out
+
+
+Line = tuple[str, str, str, "str | None"]  # role, status, content, author's display name
+
+
+def _line(m: Message) -> Line:
+    return (m.role, m.status, m.content, m.author.display_name if m.author else None)

@@ -251,6 +251,11 @@ async def test_two_messages_get_replies_in_order(ai: Rig) -> None:
     second = await turn_frames(s)
     assert first[0]["reply_to"] == a.body["message"]["id"] and second[0]["reply_to"] == b.body["message"]["id"]
     assert first[-1]["message"]["seq"] < second[-1]["message"]["seq"]
+    # The second turn waited for the first, and its history includes the first reply.
+    sent = [(m["role"], m["content"]) for m in ai.openai.requests[-1].json["messages"]]
+    assert sent[-3:] == [("user", "one"), ("assistant", "Hello, world!"), ("user", "two")]
+    first_sent = [(m["role"], m["content"]) for m in ai.openai.requests[-2].json["messages"]]
+    assert first_sent[-1] == ("user", "one") and ("user", "two") not in first_sent
     await s.close()
 
 
