@@ -124,8 +124,12 @@ class Turns:
         queue = self._queues[cid]
         try:
             await asyncio.sleep(0)  # let sends racing this one enqueue, so seq order holds
+            ran = False
             while queue:
                 _, _, turn = heapq.heappop(queue)
+                if ran:
+                    turn.fresh = False  # a reply was written since its history was read
+                ran = True
                 try:
                     await self._run(turn)
                 except asyncio.CancelledError:
