@@ -13,6 +13,7 @@ from .records import Message, User
 from .settings import Settings
 from .store import Store
 from .turns import Turn, Turns
+from .writer import MessageWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class Messages:
         self.conversations = conversations
         self.turns = turns
         self.settings = settings
+        self.writer = MessageWriter(store)
 
     async def send(self, user: User, cid: int, body: dict[str, Any]) -> Sent:
         """Store first, then fan out and start the AI turn; a repeated client_id changes nothing."""
@@ -47,7 +49,7 @@ class Messages:
         if model is not None:
             self.conversations.router.check(model)
         history = self.settings.history_messages if wants_ai else 0
-        msg, room = await self.store.insert_user_message(cid, user, content, client_id, history)
+        msg, room = await self.writer.insert(cid, user, content, client_id, history)
         if room is None:
             turn = self.turns.for_trigger(msg.id)
             ai = turn.info() if turn else await self._past_reply(msg)

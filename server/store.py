@@ -300,6 +300,43 @@ class Store:
         room = Room(conversation_id, row["mode"], row["with_ai"], row["default_model_id"], row["owner_id"], recent)
         return _message(row), room
 
+    async def insert_user_messages(
+        self, items: Sequence[tuple[int, User, str, str | None]],
+    ) -> list[tuple[Message, Room] | None]:
+        """Group commit: store many user messages (conversation, author, content, client_id) in one
+        statement and one commit. Per item: (message, room), or None when the author is not in
+        that conversation. Seqs are handed out per conversation in item order, under row locks
+        taken in id order. A client_id conflict raises UniqueViolationError for the whole batch."""
+        rows = await self.pool.fetch(
+            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
+            "               WITH ORDINALITY AS t(cid, author, content, client_id, ord)),"
+            " ok AS (SELECT i.* FROM input i WHERE EXISTS (SELECT 1 FROM participants p"
+            "        WHERE p.conversation_id = i.cid AND p.user_id = i.author)),"
+            " locked AS (SELECT id FROM conversations WHERE id IN (SELECT cid FROM ok) ORDER BY id FOR UPDATE),"
+            " counts AS (SELECT cid, count(*) AS n FROM ok GROUP BY cid),"
+            " c AS (UPDATE conversations SET last_seq = conversations.last_seq + counts.n, activity_at = now()"
+            "       FROM counts WHERE conversations.id = counts.cid AND conversations.id IN (SELECT id FROM locked)"
+            "       RETURNING conversations.id, conversations.last_seq, counts.n, conversations.mode,"
+            "       conversations.with_ai, conversations.default_model_id, conversations.owner_id),"
+            " numbered AS (SELECT ok.*, c.last_seq - c.n + row_number() OVER (PARTITION BY ok.cid ORDER BY ok.ord)"
+            "              AS seq, c.mode, c.with_ai, c.default_model_id, c.owner_id FROM ok JOIN c ON c.id = ok.cid),"
+            " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
+            "       SELECT cid, seq, 'user', author, content, client_id FROM numbered ORDER BY cid, seq"
+            "       RETURNING id, conversation_id, seq, content, client_id, created_at)"
+            " SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id"
+            " FROM m JOIN numbered n ON n.cid = m.conversation_id AND n.seq = m.seq",
+            [i[0] for i in items], [i[1].id for i in items], [i[2] for i in items], [i[3] for i in items],
+        )
+        out: list[tuple[Message, Room] | None] = [None] * len(items)
+        for r in rows:
+            cid, author = items[r["ord"] - 1][0], items[r["ord"] - 1][1]
+            msg = Message(id=r["id"], conversation_id=cid, seq=r["seq"], role="user", author=author,
+                          content=r["content"], model_used=None, status="complete", client_id=r["client_id"],
+                          reply_to=None, reply_id=None, prompt_tokens=None, completion_tokens=None,
+                          created_at=r["created_at"])
+            out[r["ord"] - 1] = (msg, Room(cid, r["mode"], r["with_ai"], r["default_model_id"], r["owner_id"]))
+        return out
+
     async def message_by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
         row = await self.pool.fetchrow(
             f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"

@@ -1,0 +1,70 @@
+"""MessageWriter: group commit for user messages under load, with no wait when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from .errors import NotFound
+from .records import Message, Room, User
+from .store import Store
+
+log = logging.getLogger("chat.writer")
+
+Item = tuple[int, User, str, "str | None", int]  # conversation, author, content, client_id, history
+
+
+class MessageWriter:
+    """Sends that arrive while a write is in flight go out together, in one statement and one
+    commit, as soon as it returns. An idle server writes each send at once, so a lone message
+    waits for nothing; a busy one pays one commit per batch instead of one per message."""
+
+    def __init__(self, store: Store, max_batch: int = 128) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[tuple[Message, Room | None]]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def insert(self, cid: int, author: User, content: str, client_id: str | None,
+                     history: int = 0) -> tuple[Message, Room | None]:
+        """Store.insert_user_message's contract; only a message written alone carries its history
+        (`room.recent`), as a batch is busy enough that its turns read history when they run."""
+        fut: asyncio.Future[tuple[Message, Room | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append(((cid, author, content, client_id, history), fut))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return await asyncio.shield(fut)  # a cancelled sender must not lose its place in a batch
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                await self._write(batch)
+        finally:
+            self._task = None
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[tuple[Message, Room | None]]]]) -> None:
+        if len(batch) > 1:
+            try:
+                results = await self.store.insert_user_messages([item[:4] for item, _ in batch])
+            except asyncpg.UniqueViolationError:
+                pass  # a resent client_id in the batch: one at a time finds which, below
+            except Exception as e:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                return
+            else:
+                for (item, fut), result in zip(batch, results, strict=True):
+                    if result is None:
+                        fut.set_exception(NotFound(f"conversation {item[0]} not found"))
+                    else:
+                        fut.set_result(result)
+                return
+        for (cid, author, content, client_id, history), fut in batch:
+            try:
+                fut.set_result(await self.store.insert_user_message(cid, author, content, client_id, history))
+            except Exception as e:
+                fut.set_exception(e)
