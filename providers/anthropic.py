@@ -17,13 +17,13 @@ from providers.base import (
     Usage,
 )
 from providers.sse import SSEParser
-from providers.transport import Upstream, model_ids, snippet
+from providers.transport import ModelListing, Upstream, model_ids, snippet
 
 DEFAULT_MAX_TOKENS = 1024  # the API requires max_tokens; a chat reply rarely needs more
 PLACEHOLDER = "(conversation start)"  # the API wants a first user turn; history may not have one
 
 
-class AnthropicProvider:
+class AnthropicProvider(ModelListing):
     """Streams `/v1/messages`; converts our flat history to the API's alternating turns."""
 
     kind = "anthropic"
@@ -77,16 +77,6 @@ class AnthropicProvider:
                         break
             await upstream.finish()
         yield StreamEnd(usage=state.usage(), finish_reason=state.stop_reason)
-
-    async def list_models(self) -> list[str]:
-        """Model ids from GET /v1/models."""
-        value, _ = await self._get_models()
-        return value
-
-    async def health(self) -> float:
-        """Latency of GET /v1/models in ms."""
-        _, elapsed = await self._get_models()
-        return elapsed
 
     async def _get_models(self) -> tuple[list[str], float]:
         return await model_ids(self._session, f"{self._base}/v1/models", headers=self._headers,

@@ -16,13 +16,13 @@ from providers.base import (
     Usage,
 )
 from providers.ndjson import NDJSONDecoder, NDJSONError
-from providers.transport import Upstream, get_json
+from providers.transport import ModelListing, Upstream, get_json
 
 
 _EOF = object()  # sentinel: this chunk's lines are used up
 
 
-class OllamaProvider:
+class OllamaProvider(ModelListing):
     """Streams `/api/chat` from one Ollama machine (a node)."""
 
     kind = "ollama"
@@ -88,17 +88,7 @@ class OllamaProvider:
             await upstream.finish()
         yield end
 
-    async def list_models(self) -> list[str]:
-        """Model names from GET /api/tags, e.g. "llama3.1:8b"."""
-        value, _ = await self._tags()
-        return value
-
-    async def health(self) -> float:
-        """Latency of GET /api/tags in ms."""
-        _, elapsed = await self._tags()
-        return elapsed
-
-    async def _tags(self) -> tuple[list[str], float]:
+    async def _get_models(self) -> tuple[list[str], float]:
         value, elapsed = await get_json(
             self._session, f"{self._base}/api/tags",
             headers={}, timeouts=self.timeouts, name=self.kind,

@@ -17,10 +17,10 @@ from providers.base import (
     Usage,
 )
 from providers.sse import SSEParser
-from providers.transport import Upstream, model_ids, snippet
+from providers.transport import ModelListing, Upstream, model_ids, snippet
 
 
-class OpenAIProvider:
+class OpenAIProvider(ModelListing):
     """Streams `/chat/completions` with usage included; one instance per base URL and key."""
 
     def __init__(
@@ -93,16 +93,6 @@ class OpenAIProvider:
             if done:
                 await upstream.finish()
         yield StreamEnd(usage=usage, finish_reason=finish)
-
-    async def list_models(self) -> list[str]:
-        """Model ids from GET /models."""
-        value, _ = await self._get_models()
-        return value
-
-    async def health(self) -> float:
-        """Latency of GET /models in ms."""
-        _, elapsed = await self._get_models()
-        return elapsed
 
     async def _get_models(self) -> tuple[list[str], float]:
         return await model_ids(self._session, f"{self._base}/models", headers=self._headers,

@@ -27,6 +27,22 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN = 0.25  # seconds we wait for the body's end after the end marker, to keep the connection
 
 
+class ModelListing:
+    """list_models() and health() for a provider whose model list is one cheap GET."""
+
+    async def _get_models(self) -> tuple[list[str], float]:
+        """(model names, round trip ms) from the provider's list endpoint."""
+        raise NotImplementedError
+
+    async def list_models(self) -> list[str]:
+        """The models the endpoint lists."""
+        return (await self._get_models())[0]
+
+    async def health(self) -> float:
+        """Round trip of the model list in ms; raises ProviderError when down."""
+        return (await self._get_models())[1]
+
+
 class Upstream:
     """One streaming request: send within the deadlines, read chunks, close on any early exit."""
 
