@@ -25,25 +25,38 @@ class MessageWriter:
         self.store = store
         self.max_batch = max_batch
         self._pending: list[tuple[Item, asyncio.Future[tuple[Message, Room | None]]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a write is in flight; new sends wait for the next batch
 
     async def insert(self, cid: int, author: User, content: str, client_id: str | None,
                      history: int = 0) -> tuple[Message, Room | None]:
         """Store.insert_user_message's contract; only a message written alone carries its history
         (`room.recent`), as a batch is busy enough that its turns read history when they run."""
+        item = (cid, author, content, client_id, history)
+        if not self._busy:
+            # Idle: write it here, now, alone (no task, no wait); sends arriving meanwhile
+            # queue up and go out together when it returns.
+            self._busy = True
+            try:
+                return await self.store.insert_user_message(cid, author, content, client_id, history)
+            finally:
+                self._release()
         fut: asyncio.Future[tuple[Message, Room | None]] = asyncio.get_running_loop().create_future()
-        self._pending.append(((cid, author, content, client_id, history), fut))
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        self._pending.append((item, fut))
         return await asyncio.shield(fut)  # a cancelled sender must not lose its place in a batch
+
+    def _release(self) -> None:
+        """The write in flight is done: the next batch goes out now, or the writer is idle again."""
+        if self._pending:
+            asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
 
     async def _drain(self) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                await self._write(batch)
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            await self._write(batch)
         finally:
-            self._task = None
+            self._release()
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[tuple[Message, Room | None]]]]) -> None:
         if len(batch) > 1:

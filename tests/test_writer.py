@@ -40,12 +40,13 @@ async def test_concurrent_sends_share_commits_and_keep_seq_order(store: Store) -
     results = await asyncio.gather(*(writer.insert(cid, who, text, None) for cid, who, text in jobs))
     by_conv: dict[int, list[int]] = {}
     for (cid, who, text), (msg, room) in zip(jobs, results, strict=True):
-        assert msg.content == text and msg.author == who and room is not None and room.id == cid
+        assert msg.content == text and msg.author is not None and msg.author.id == who.id
+        assert room is not None and room.id == cid
         by_conv.setdefault(cid, []).append(msg.seq)
     assert sorted(by_conv[c1.id]) == list(range(1, 41))
     assert sorted(by_conv[c2.id]) == list(range(1, 21))
     # one author's sends keep their order within a conversation
-    a_seqs = [m.seq for (cid, who, _), (m, _) in zip(jobs, results, strict=True) if who == a]
+    a_seqs = [m.seq for (cid, who, _), (m, _) in zip(jobs, results, strict=True) if who.id == a.id]
     assert a_seqs == sorted(a_seqs)
     stored = await store.pool.fetchval("SELECT last_seq FROM conversations WHERE id = $1", c1.id)
     assert stored == 40
