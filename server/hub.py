@@ -9,7 +9,7 @@ from typing import Any
 
 from .broker import Broker
 from .connection import Connection
-from .events import AI_DELTA, AI_END, AI_START, MESSAGE, UPDATED, Event, encode
+from .events import AI_DELTA, AI_END, AI_START, UPDATED, Event, encode
 from .records import User
 
 log = logging.getLogger("chat.hub")
@@ -224,7 +224,7 @@ class Hub:
         kind = ev.kind
         if kind:
             self._track(ch, ev)
-        for sub in list(ch.subs.values()) if kind == UPDATED else ch.subs.values():
+        for sub in ch.subs.values():
             self._send_one(sub, ev)
         if kind == UPDATED and ev.members is not None:
             members = set(ev.members)
@@ -252,8 +252,6 @@ class Hub:
                                          **(ev.meta or {})}
         elif ev.kind == AI_END:
             ch.streaming.pop(ev.reply_id, None)  # type: ignore[arg-type]
-        elif ev.kind == MESSAGE:
-            return
 
     def present(self, cid: int) -> list[User]:
         ch = self.channels.get(cid)

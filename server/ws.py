@@ -29,6 +29,7 @@ from .settings import Settings
 log = logging.getLogger("chat.ws")
 
 CLOSE_UNAUTHORIZED, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY = 4401, 1008, 1009, 1001
+SENDS_IN_FLIGHT = 32  # message.send frames of one socket being stored at once
 
 
 class SocketEndpoint:
@@ -110,6 +111,7 @@ class SocketEndpoint:
         bucket = TokenBucket(s.ws_rate_per_second, s.ws_rate_burst)
         typing = TokenBucket(s.ws_typing_per_second, s.ws_typing_per_second * 2)
         strikes = 0
+        sending: set[asyncio.Task[None]] = set()
         while not conn.closing:
             msg = await receive()
             if msg["type"] != "websocket.receive":
@@ -133,6 +135,16 @@ class SocketEndpoint:
                     raise RateLimited("too many frames", retry_after=wait)
                 strikes = 0
                 frame, ref = protocol.decode(data)
+                if frame["type"] == "message.send":
+                    # Sends run as tasks so the next frames are read while this one is stored:
+                    # sends arriving during a write share its next commit (see MessageWriter),
+                    # in arrival order. A bounded number per socket; then reading waits.
+                    while len(sending) >= SENDS_IN_FLIGHT:
+                        await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    task = asyncio.get_running_loop().create_task(self._send(conn, frame, ref))
+                    sending.add(task)
+                    task.add_done_callback(sending.discard)
+                    continue
                 await self._dispatch(conn, frame, ref, typing)
             except FrameError as e:
                 conn.enqueue(encode(protocol.error_frame(e.error, e.ref)))
@@ -143,13 +155,22 @@ class SocketEndpoint:
                 conn.enqueue(encode({"type": "error", "code": "unavailable", "message": "internal error",
                                      **({"ref": ref} if ref is not None else {})}))
 
+    async def _send(self, conn: Connection, frame: dict[str, Any], ref: Any) -> None:
+        """message.send: store, fan out, ack — or answer with the error."""
+        try:
+            sent = await self.s.messages.send(conn.user, protocol.conversation_id(frame), frame)
+        except ChatError as e:
+            conn.enqueue(encode(protocol.error_frame(e, ref)))
+        except Exception:
+            log.exception("send from conn=%s failed", conn.id)
+            conn.enqueue(encode({"type": "error", "code": "unavailable", "message": "the message was not stored",
+                                 **({"ref": ref} if ref is not None else {})}))
+        else:
+            conn.enqueue(encode(self._ack(sent, ref)))
+
     async def _dispatch(self, conn: Connection, frame: dict[str, Any], ref: Any, typing: TokenBucket) -> None:
         kind = frame["type"]
-        if kind == "message.send":
-            cid = protocol.conversation_id(frame)
-            sent = await self.s.messages.send(conn.user, cid, frame)
-            conn.enqueue(encode(self._ack(sent, ref)))
-        elif kind == "subscribe":
+        if kind == "subscribe":
             await self._subscribe(conn, frame, ref)
         elif kind == "typing":
             cid = protocol.conversation_id(frame)

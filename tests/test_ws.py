@@ -71,9 +71,18 @@ async def test_fan_out_reaches_every_member_in_seq_order_without_duplicates(clie
             await s.send({"type": "message.send", "conversation_id": cid, "content": f"{who}:{i}", "ref": i})
 
     await asyncio.gather(*(sender(socks[i], i) for i in range(3)))
-    for s in socks:
-        frames = await s.collect({"message"}, lambda f: f["message"]["seq"] == 45)
+    for n, s in enumerate(socks):
+        got = await s.collect({"message", "message.ack"}, lambda f: f["type"] == "message"
+                              and f["message"]["seq"] == 45)
+        got += [f for f in await s.quiet(0.3) if f["type"] == "message.ack"]
+        frames = [f for f in got if f["type"] == "message"]
         assert [f["message"]["seq"] for f in frames] == list(range(1, 46))
+        # Sends are stored while the next frames are read, yet each sender's order holds.
+        for who in range(3):
+            mine = [f["message"]["content"] for f in frames if f["message"]["content"].startswith(f"{who}:")]
+            assert mine == [f"{who}:{i}" for i in range(15)]
+        acks = [f["ref"] for f in got if f["type"] == "message.ack"]
+        assert acks == (list(range(15)) if n < 3 else [])
     for s in socks:
         await s.close()
 
