@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,7 +30,7 @@ from .nodes import Nodes
 from .routing import Router
 from .services import Services
 from .settings import Settings
-from .store import Store
+from .store import CONNECTION_ERRORS, Store
 from .turns import Turns
 from .ws import SocketEndpoint
 
@@ -160,9 +159,7 @@ def create_app(settings: Settings) -> FrontDoor:
         exception_handlers={
             ChatError: chat_error,
             HTTPException: http_error,
-            asyncpg.InterfaceError: database_error,
-            asyncpg.CannotConnectNowError: database_error,
-            ConnectionError: database_error,
+            **{error: database_error for error in CONNECTION_ERRORS},
         },
         lifespan=lifespan,
     )

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
-
 from .errors import NotFound
 from .records import Message, Room, User
-from .store import Store
+from .store import DuplicateKey, Store
 
 log = logging.getLogger("chat.writer")
 
@@ -62,7 +60,7 @@ class MessageWriter:
         if len(batch) > 1:
             try:
                 results = await self.store.insert_user_messages([item[:4] for item, _ in batch])
-            except asyncpg.UniqueViolationError:
+            except DuplicateKey:
                 pass  # a resent client_id in the batch: one at a time finds which, below
             except Exception as e:
                 for _, fut in batch:

@@ -1,0 +1,223 @@
+"""MessageQueries: the store's statements about messages (Store inherits them; one SQL layer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .errors import NotFound
+from .records import Message, Room, User
+
+_MESSAGE_COLS = """
+    m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
+    m.client_id, m.reply_to, m.reply_id, m.prompt_tokens, m.completion_tokens, m.created_at,
+    u.username, u.display_name
+"""
+_MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+
+
+def _message(r: asyncpg.Record) -> Message:
+    author = None
+    if r["author_id"] is not None:
+        author = User(r["author_id"], r["username"], r["display_name"])
+    return Message(
+        id=r["id"], conversation_id=r["conversation_id"], seq=r["seq"], role=r["role"],
+        author=author, content=r["content"], model_used=r["model_used"], status=r["status"],
+        client_id=r["client_id"], reply_to=r["reply_to"], reply_id=r["reply_id"],
+        prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
+        created_at=r["created_at"],
+    )
+
+
+class MessageQueries:
+    """Messages: seq allocation in the insert itself, paging, replay, AI reply rows."""
+
+    pool: asyncpg.Pool
+
+    async def insert_user_message(
+        self, conversation_id: int, author: User, content: str, client_id: str | None, history: int = 0,
+    ) -> tuple[Message, Room | None]:
+        """Store a user message with the next seq, in one round trip that also checks the author
+        takes part. Returns (message, its room), or (the already stored one, None) when this
+        author sent this client_id here before. Raises NotFound for a conversation they're not in."""
+        try:
+            # One statement: the UPDATE's row lock on the conversation is held until commit,
+            # so concurrent writers commit in seq order and seq has no gaps. A unique-key
+            # conflict on client_id aborts the whole statement, the counter included.
+            row = await self.pool.fetchrow(
+                "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
+                "           WHERE id = $1 AND EXISTS (SELECT 1 FROM participants"
+                "                                     WHERE conversation_id = $1 AND user_id = $2)"
+                "           RETURNING last_seq, mode, with_ai, default_model_id, owner_id),"
+                " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
+                "       SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c"
+                "       RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+                "       client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at)"
+                " SELECT m.*, $5::text AS username, $6::text AS display_name,"
+                " c.mode, c.with_ai, c.default_model_id, c.owner_id,"
+                # The AI turn's history rides along, only when the conversation has the AI on.
+                " CASE WHEN $7::int > 0 AND c.with_ai THEN (SELECT coalesce(json_agg(json_build_array("
+                "    h.role, h.status, h.content, hu.display_name) ORDER BY h.seq), '[]')"
+                "  FROM (SELECT role, status, content, author_id, seq FROM messages"
+                "        WHERE conversation_id = $1 AND seq < c.last_seq ORDER BY seq DESC LIMIT $7) h"
+                "  LEFT JOIN users hu ON hu.id = h.author_id) END AS recent"
+                " FROM m, c",
+                conversation_id, author.id, content, client_id, author.username, author.display_name, history,
+            )
+        except asyncpg.UniqueViolationError:
+            found = await self.message_by_client_id(conversation_id, author.id, client_id or "")
+            if found is None:
+                raise
+            return found, None
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        recent = None
+        if row["recent"] is not None:
+            recent = tuple((r[0], r[1], r[2], r[3]) for r in orjson.loads(row["recent"]))
+        room = Room(conversation_id, row["mode"], row["with_ai"], row["default_model_id"], row["owner_id"], recent)
+        return _message(row), room
+
+    async def insert_user_messages(
+        self, items: Sequence[tuple[int, User, str, str | None]],
+    ) -> list[tuple[Message, Room] | None]:
+        """Group commit: store many user messages (conversation, author, content, client_id) in one
+        statement and one commit. Per item: (message, room), or None when the author is not in
+        that conversation. Seqs are handed out per conversation in item order, under row locks
+        taken in id order. A client_id conflict raises UniqueViolationError for the whole batch."""
+        rows = await self.pool.fetch(
+            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
+            "               WITH ORDINALITY AS t(cid, author, content, client_id, ord)),"
+            " ok AS (SELECT i.* FROM input i WHERE EXISTS (SELECT 1 FROM participants p"
+            "        WHERE p.conversation_id = i.cid AND p.user_id = i.author)),"
+            " locked AS (SELECT id FROM conversations WHERE id IN (SELECT cid FROM ok) ORDER BY id FOR UPDATE),"
+            " counts AS (SELECT cid, count(*) AS n FROM ok GROUP BY cid),"
+            " c AS (UPDATE conversations SET last_seq = conversations.last_seq + counts.n, activity_at = now()"
+            "       FROM counts WHERE conversations.id = counts.cid AND conversations.id IN (SELECT id FROM locked)"
+            "       RETURNING conversations.id, conversations.last_seq, counts.n, conversations.mode,"
+            "       conversations.with_ai, conversations.default_model_id, conversations.owner_id),"
+            " numbered AS (SELECT ok.*, c.last_seq - c.n + row_number() OVER (PARTITION BY ok.cid ORDER BY ok.ord)"
+            "              AS seq, c.mode, c.with_ai, c.default_model_id, c.owner_id FROM ok JOIN c ON c.id = ok.cid),"
+            " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
+            "       SELECT cid, seq, 'user', author, content, client_id FROM numbered ORDER BY cid, seq"
+            "       RETURNING id, conversation_id, seq, content, client_id, created_at)"
+            " SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id"
+            " FROM m JOIN numbered n ON n.cid = m.conversation_id AND n.seq = m.seq",
+            [i[0] for i in items], [i[1].id for i in items], [i[2] for i in items], [i[3] for i in items],
+        )
+        out: list[tuple[Message, Room] | None] = [None] * len(items)
+        for r in rows:
+            cid, author = items[r["ord"] - 1][0], items[r["ord"] - 1][1]
+            msg = Message(id=r["id"], conversation_id=cid, seq=r["seq"], role="user", author=author,
+                          content=r["content"], model_used=None, status="complete", client_id=r["client_id"],
+                          reply_to=None, reply_id=None, prompt_tokens=None, completion_tokens=None,
+                          created_at=r["created_at"])
+            out[r["ord"] - 1] = (msg, Room(cid, r["mode"], r["with_ai"], r["default_model_id"], r["owner_id"]))
+        return out
+
+    async def message_by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
+            " WHERE m.conversation_id = $1 AND m.author_id = $2 AND m.client_id = $3",
+            conversation_id, author_id, client_id,
+        )
+        return _message(row) if row else None
+
+    async def insert_assistant_message(
+        self, conversation_id: int, reply_to: int | None, reply_id: str, model: str, owner_node: str,
+    ) -> Message:
+        """Store an empty `streaming` reply, which fixes its seq at the start of the turn."""
+        row = await self.pool.fetchrow(
+            "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
+            "           WHERE id = $1 RETURNING last_seq)"
+            " INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
+            "                       reply_to, reply_id, owner_node)"
+            " SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5 FROM c"
+            " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+            " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
+            " NULL::text AS username, NULL::text AS display_name",
+            conversation_id, reply_to, reply_id, model, owner_node,
+        )
+        return _message(row)
+
+    async def finish_assistant_message(
+        self, message_id: int, content: str, status: str, model_used: str,
+        prompt_tokens: int | None, completion_tokens: int | None,
+    ) -> Message:
+        row = await self.pool.fetchrow(
+            "UPDATE messages SET content = $2, status = $3, model_used = $4, prompt_tokens = $5,"
+            " completion_tokens = $6, updated_at = now() WHERE id = $1"
+            " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
+            " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
+            " NULL::text AS username, NULL::text AS display_name",
+            message_id, content, status, model_used, prompt_tokens, completion_tokens,
+        )
+        return _message(row)
+
+    async def messages(
+        self, conversation_id: int, *, after: int | None, before: int | None, limit: int,
+    ) -> tuple[list[Message], bool]:
+        """A page by seq, ascending; has_more says another page lies beyond it."""
+        where = ["m.conversation_id = $1"]
+        args: list[Any] = [conversation_id]
+        if after is not None:
+            args.append(after)
+            where.append(f"m.seq > ${len(args)}")
+        if before is not None:
+            args.append(before)
+            where.append(f"m.seq < ${len(args)}")
+        # With `after` alone we page forward; otherwise the newest first, reversed below.
+        order = "ASC" if after is not None and before is None else "DESC"
+        args.append(limit + 1)
+        rows = await self.pool.fetch(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
+            f" ORDER BY m.seq {order} LIMIT ${len(args)}", *args,
+        )
+        has_more = len(rows) > limit
+        page = [_message(r) for r in rows[:limit]]
+        if order == "DESC":
+            page.reverse()
+        return page, has_more
+
+    async def messages_after(self, conversation_id: int, after: int, cap: int) -> tuple[list[Message], int]:
+        """Replay for a resuming subscriber: up to `cap` messages after `after`, and last_seq."""
+        async with self.pool.acquire() as con:
+            last_seq = await con.fetchval("SELECT last_seq FROM conversations WHERE id = $1", conversation_id)
+            if last_seq is None or last_seq - after > cap or last_seq <= after:
+                return [], last_seq or 0
+            rows = await con.fetch(
+                f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
+                " WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq",
+                conversation_id, after, last_seq,
+            )
+            return [_message(r) for r in rows], last_seq
+
+    async def last_seq(self, conversation_id: int) -> int:
+        return await self.pool.fetchval(
+            "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
+
+    async def recent_messages(self, conversation_id: int, before_seq: int, limit: int) -> list[Message]:
+        """The history an AI turn sees: the latest `limit` messages below `before_seq`, ascending."""
+        rows = await self.pool.fetch(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
+            " WHERE m.conversation_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
+            conversation_id, before_seq, limit,
+        )
+        return [_message(r) for r in reversed(rows)]
+
+    async def reply_to_message(self, message_id: int) -> Message | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE m.reply_to = $1 ORDER BY m.id LIMIT 1",
+            message_id,
+        )
+        return _message(row) if row else None
+
+    async def mark_interrupted(self, owner_node: str) -> int:
+        """Replies this node left `streaming` when it stopped become `interrupted`."""
+        result = await self.pool.execute(
+            "UPDATE messages SET status = 'interrupted', updated_at = now()"
+            " WHERE status = 'streaming' AND owner_node = $1", owner_node,
+        )
+        return int(result.split()[-1])
