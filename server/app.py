@@ -114,7 +114,7 @@ def create_app(settings: Settings) -> FrontDoor:
         if not settings.database_url:
             raise RuntimeError("settings.database_url is required (run.py starts an embedded database)")
         store = await Store.connect(settings.database_url, min_size=settings.pool_min_size,
-                                    max_size=settings.pool_max_size)
+                                    max_size=settings.pool_max_size, history_chars=settings.history_chars)
         version = await store.apply_schema(SCHEMA.read_text())
         interrupted = await store.mark_interrupted(settings.node_id)
         log.info("schema version %s; %s interrupted replies marked", version, interrupted)

@@ -50,15 +50,17 @@ def _node(r: asyncpg.Record) -> Node:
 class Store(MessageQueries):
     """The one SQL access layer; methods are named for what they do to the data."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, history_chars: int = 24_000) -> None:
         self.pool = pool
+        self.history_chars = history_chars
 
     @classmethod
-    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Store:
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10,
+                      history_chars: int = 24_000) -> Store:
         # No reset query on release: this code keeps no session state (no LISTEN, SET or held
         # advisory lock), and asyncpg's default reset is a second round trip per statement.
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
-        return cls(pool)
+        return cls(pool, history_chars)
 
     async def close(self) -> None:
         await self.pool.close()

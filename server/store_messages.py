@@ -36,6 +36,7 @@ class MessageQueries:
     """Messages: seq allocation in the insert itself, paging, replay, AI reply rows."""
 
     pool: asyncpg.Pool
+    history_chars: int  # an AI turn's history budget: older messages past it are not read
 
     async def insert_user_message(
         self, conversation_id: int, author: User, content: str, client_id: str | None, history: int = 0,
@@ -61,11 +62,14 @@ class MessageQueries:
                 # The AI turn's history rides along, only when the conversation has the AI on.
                 " CASE WHEN $7::int > 0 AND c.with_ai THEN (SELECT coalesce(json_agg(json_build_array("
                 "    h.role, h.status, h.content, hu.display_name) ORDER BY h.seq), '[]')"
-                "  FROM (SELECT role, status, content, author_id, seq FROM messages"
-                "        WHERE conversation_id = $1 AND seq < c.last_seq ORDER BY seq DESC LIMIT $7) h"
-                "  LEFT JOIN users hu ON hu.id = h.author_id) END AS recent"
+                "  FROM (SELECT role, status, content, author_id, seq,"
+                "               sum(length(content)) OVER (ORDER BY seq DESC) - length(content) AS newer"
+                "        FROM messages WHERE conversation_id = $1 AND seq < c.last_seq"
+                "        ORDER BY seq DESC LIMIT $7) h"
+                "  LEFT JOIN users hu ON hu.id = h.author_id WHERE h.newer < $8) END AS recent"
                 " FROM m, c",
                 conversation_id, author.id, content, client_id, author.username, author.display_name, history,
+                self.history_chars,
             )
         except asyncpg.UniqueViolationError:
             found = await self.message_by_client_id(conversation_id, author.id, client_id or "")
@@ -199,11 +203,14 @@ class MessageQueries:
             "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
 
     async def recent_messages(self, conversation_id: int, before_seq: int, limit: int) -> list[Message]:
-        """The history an AI turn sees: the latest `limit` messages below `before_seq`, ascending."""
+        """The history an AI turn sees: the latest `limit` messages below `before_seq`, ascending,
+        stopping once the newer ones already fill the character budget."""
         rows = await self.pool.fetch(
-            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
-            " WHERE m.conversation_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
-            conversation_id, before_seq, limit,
+            f"SELECT * FROM (SELECT {_MESSAGE_COLS},"
+            "  sum(length(m.content)) OVER (ORDER BY m.seq DESC) - length(m.content) AS newer"
+            f"  FROM {_MESSAGE_FROM} WHERE m.conversation_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3) h"
+            " WHERE h.newer < $4",
+            conversation_id, before_seq, limit, self.history_chars,
         )
         return [_message(r) for r in reversed(rows)]
 

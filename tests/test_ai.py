@@ -368,3 +368,20 @@ async def test_restart_marks_this_nodes_streaming_replies_interrupted(database_u
                                                                  u.token)
         status = {x["id"]: x["status"] for x in page.body["messages"]}
         assert status[mine.id] == "interrupted" and status[theirs.id] == "streaming"
+
+
+async def test_history_stops_at_the_character_budget(database_url: str, http: Any) -> None:
+    async with FakeOpenAI() as oa:
+        cfg = ProviderConfig("openai", "openai", "OpenAI", base_url=oa.base_url, models=("gpt-a",))
+        async with running_server(database_url, providers=(cfg,), default_model="openai:gpt-a",
+                                  history_chars=250) as srv:
+            c = Client(http, srv.base_url, srv.ws_url)
+            u = await c.user()
+            conv = await u.conversation()
+            for i in range(4):
+                await u.send(conv["id"], f"{i}" * 100, ai=False)
+            r = await u.call("POST", f"/conversations/{conv['id']}/messages?wait=true", {"content": "last"})
+            assert r.body["reply"]["status"] == "complete"
+            sent = [m["content"] for m in oa.requests[-1].json["messages"] if m["role"] == "user"]
+            # newest first until the budget: "last", then two 100-character messages fit in 250
+            assert sent == ["2" * 100, "3" * 100, "last"]
