@@ -187,27 +187,32 @@ def relay_specs(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**s, "token": "x"} for s in specs]
 
 
-def f1(ctx: Ctx) -> None:
-    subs, rate = ctx.size("subscribers", 1000, 50), ctx.size("rate", 50, 20)
-    duration = ctx.size("duration", 10, 2)
-    chat, relay = Chat(ctx, "F1", ctx.size("users", 21, 6)), Relay(ctx, "F1")
+def room_pairs(ctx: Ctx, sid: str, subs: int, send: dict[str, Any], duration: int, base_cid: int) -> list[Any]:
+    """One room of `subs` subscribers, one sender with `send`'s pacing: ours and the relay, alternately."""
+    chat, relay = Chat(ctx, sid, ctx.size("users", 21, 6)), Relay(ctx, sid)
     try:
         def cfg(url: str, cid: int, tokens: bool) -> dict[str, Any]:
-            specs = room_specs(chat.users, cid, subs, {"rate": rate, "max": int(rate * duration)})
+            specs = room_specs(chat.users, cid, subs, send)
             return {"mode": "room", "url": url, "duration": duration,
                     "conns": specs if tokens else relay_specs(specs)}
 
         def ours(i: int) -> dict[str, Any]:
             cid = chat.conversation(0, list(range(len(chat.users))))
-            return load_run(ctx, f"F1-ours-{i}", chat.proc, cfg(chat.url, cid, True))
+            return load_run(ctx, f"{sid}-ours-{i}", chat.proc, cfg(chat.url, cid, True))
 
         def base(i: int) -> dict[str, Any]:
-            return load_run(ctx, f"F1-base-{i}", relay.proc, cfg(relay.url, 1000 + i, False))
+            return load_run(ctx, f"{sid}-base-{i}", relay.proc, cfg(relay.url, base_cid + i, False))
 
-        pairs = alternate(ctx, "F1", ours, base)
+        return alternate(ctx, sid, ours, base)
     finally:
         chat.stop()
         relay.stop()
+
+
+def f1(ctx: Ctx) -> None:
+    subs, rate = ctx.size("subscribers", 1000, 50), ctx.size("rate", 50, 20)
+    duration = ctx.size("duration", 10, 2)
+    pairs = room_pairs(ctx, "F1", subs, {"rate": rate, "max": int(rate * duration)}, duration, 1000)
     valid, note = validity(pairs)
     o, b = med([per_delivery_us(o) for o, _ in pairs]), med([per_delivery_us(b) for _, b in pairs])
     ratio = med([per_delivery_us(o) / per_delivery_us(b) for o, b in pairs])  # type: ignore[operator]
@@ -223,24 +228,7 @@ def f1(ctx: Ctx) -> None:
 def f2(ctx: Ctx) -> None:
     subs, window = ctx.size("subscribers", 1000, 50), ctx.size("window", 8, 4)
     duration = ctx.size("duration", 10, 2)
-    chat, relay = Chat(ctx, "F2", ctx.size("users", 21, 6)), Relay(ctx, "F2")
-    try:
-        def cfg(url: str, cid: int, tokens: bool) -> dict[str, Any]:
-            specs = room_specs(chat.users, cid, subs, {"window": window})
-            return {"mode": "room", "url": url, "duration": duration,
-                    "conns": specs if tokens else relay_specs(specs)}
-
-        def ours(i: int) -> dict[str, Any]:
-            cid = chat.conversation(0, list(range(len(chat.users))))
-            return load_run(ctx, f"F2-ours-{i}", chat.proc, cfg(chat.url, cid, True))
-
-        def base(i: int) -> dict[str, Any]:
-            return load_run(ctx, f"F2-base-{i}", relay.proc, cfg(relay.url, 2000 + i, False))
-
-        pairs = alternate(ctx, "F2", ours, base)
-    finally:
-        chat.stop()
-        relay.stop()
+    pairs = room_pairs(ctx, "F2", subs, {"window": window}, duration, 2000)
     valid, note = validity(pairs)
 
     def rate(r: dict[str, Any]) -> float:
