@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -154,8 +156,14 @@ def create_app(settings: Settings) -> FrontDoor:
             await session.close()
             await store.close()
 
+    # Browsers' pages on other origins may call the API: bearer tokens, no cookies, so allowing
+    # the configured origins (any, when none are configured) exposes nothing ambient.
+    cors = Middleware(CORSMiddleware, allow_origins=list(settings.ws_allowed_origins) or ["*"],
+                      allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                      allow_headers=["Authorization", "Content-Type", "Accept"], max_age=600)
     app = Starlette(
         routes=api.routes(),
+        middleware=[cors],
         exception_handlers={
             ChatError: chat_error,
             HTTPException: http_error,

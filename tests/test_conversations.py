@@ -140,3 +140,15 @@ async def test_list_is_most_recent_activity_first(client: Client) -> None:
     assert (await u.send(first["id"], "bump", ai=False)).status == 201
     ids = [c["id"] for c in (await u.call("GET", "/conversations/")).body["conversations"]]
     assert ids == [first["id"], second["id"]]
+
+
+async def test_browsers_on_other_origins_may_call_the_api(client: Client) -> None:
+    pre = await client.call("OPTIONS", "/conversations", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert pre.status == 200
+    assert pre.headers["Access-Control-Allow-Origin"] in ("*", "https://app.example")
+    assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
+    u = await client.user()
+    r = await u.call("GET", "/me", headers={"Origin": "https://app.example"})
+    assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] in ("*", "https://app.example")
