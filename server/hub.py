@@ -102,7 +102,7 @@ class Hub:
         entry[1] += 1
         if entry[1] == 1:
             self.publish(cid, presence(cid, conn.user, "joined"))
-        present = [u.author() for u, _ in ch.users.values()]
+        present = [u.wire() for u, _ in ch.users.values()]
         streaming = [{**s, "text": "".join(s["text"])} for s in ch.streaming.values()]
         for frame in replay:
             conn.enqueue(frame)
@@ -253,11 +253,7 @@ class Hub:
         elif ev.kind == AI_END:
             ch.streaming.pop(ev.reply_id, None)  # type: ignore[arg-type]
 
-    def present(self, cid: int) -> list[User]:
-        ch = self.channels.get(cid)
-        return [u for u, _ in ch.users.values()] if ch else []
-
 
 def presence(cid: int, user: User, state: str) -> Event:
-    return Event(encode({"type": "presence", "conversation_id": cid, "user": user.author(),
+    return Event(encode({"type": "presence", "conversation_id": cid, "user": user.wire(),
                          "state": state}), skip_user=user.id)

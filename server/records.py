@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-
-def rfc3339(ts: datetime | None) -> str | None:
-    """UTC timestamp as RFC 3339 with a Z suffix."""
-    if ts is None:
-        return None
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from providers.registry import rfc3339  # one timestamp format on the wire
 
 
 @dataclass(frozen=True, slots=True)

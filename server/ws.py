@@ -181,7 +181,7 @@ class SocketEndpoint:
                 raise Invalid("conversation_id", "subscribe to the conversation before sending typing")
             if typing.take() == 0.0:
                 self.s.hub.publish(cid, Event(encode({"type": "typing", "conversation_id": cid,
-                                                      "user": conn.user.author(), "state": state}),
+                                                      "user": conn.user.wire(), "state": state}),
                                               skip_user=conn.user.id))
         elif kind == "unsubscribe":
             cid = protocol.conversation_id(frame)
