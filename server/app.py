@@ -16,6 +16,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from providers.registry import Registry
@@ -40,6 +42,7 @@ log = logging.getLogger("chat")
 access = logging.getLogger("chat.access")
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
+WEB = Path(__file__).resolve().parent.parent / "web"  # the browser client, served at /
 
 
 class FrontDoor:
@@ -162,7 +165,7 @@ def create_app(settings: Settings) -> FrontDoor:
                       allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                       allow_headers=["Authorization", "Content-Type", "Accept"], max_age=600)
     app = Starlette(
-        routes=api.routes(),
+        routes=[*api.routes(), Mount("/", StaticFiles(directory=WEB, html=True, check_dir=False))],
         middleware=[cors],
         exception_handlers={
             ChatError: chat_error,
