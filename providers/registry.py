@@ -9,7 +9,6 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from providers.base import Provider, ProviderError
 
@@ -17,7 +16,17 @@ log = logging.getLogger(__name__)
 
 MAX_MODEL_ID = 200
 NODE_PROVIDER = "client"  # the one provider whose ids carry a node: client:<node>:<model>
+NODE_KINDS = ("ollama", "openai")  # the provider kinds an admin may register as a node
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def node_backend_id(node_id: int) -> str:
+    """The backend id of a registered node: its models are `client:<node id>:<model>`."""
+    return f"{NODE_PROVIDER}:{node_id}"
+
+
+def is_node_backend(backend_id: str) -> bool:
+    return backend_id.startswith(NODE_PROVIDER + ":")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +93,14 @@ class Backend:
     models: list[str] = field(default_factory=list)  # model names (not ids)
     node: NodeState | None = None  # set for nodes; None for cloud APIs and echo
     discover: bool = False  # refresh `models` from provider.list_models() on each check
+    concurrency: int = 0  # turns streaming from it at once; 0: the registry's default
+    limit: asyncio.Semaphore | None = field(default=None, repr=False)  # made by Registry.add
 
 
-class UnknownModel(KeyError):
-    """A model id the registry cannot serve; the server answers `unknown_model`."""
+class ModelNotServed(LookupError):
+    """No backend serves this model id (the server maps it to its `unknown_model` error)."""
 
-    def __init__(self, model_id: str, reason: str = "unknown model") -> None:
+    def __init__(self, model_id: str, reason: str) -> None:
         super().__init__(model_id)
         self.model_id = model_id
         self.reason = reason
@@ -101,13 +112,19 @@ class UnknownModel(KeyError):
 class Registry:
     """Every backend the server can route to; checks are explicit so reads never wait."""
 
-    def __init__(self, default_model_id: str, *, check_timeout: float = 10.0) -> None:
+    def __init__(self, default_model_id: str, *, check_timeout: float = 10.0,
+                 default_concurrency: int = 64) -> None:
         self.default_model_id = default_model_id
         self.check_timeout = check_timeout
+        self.default_concurrency = default_concurrency
         self._backends: dict[str, Backend] = {}
 
     def add(self, backend: Backend) -> None:
-        """Add, or replace the backend with the same id."""
+        """Add, or replace the backend with the same id (a replacement keeps the old one's queue)."""
+        old = self._backends.get(backend.id)
+        if backend.limit is None:
+            backend.limit = old.limit if old is not None and old.limit is not None else \
+                asyncio.Semaphore(backend.concurrency or self.default_concurrency)
         self._backends[backend.id] = backend
 
     def remove(self, backend_id: str) -> Backend | None:
@@ -123,23 +140,23 @@ class Registry:
         return self._backends.get(backend_id)
 
     def resolve(self, model_id: str) -> tuple[Backend, str]:
-        """(backend, model name) for a model id; raises UnknownModel."""
+        """(backend, model name) for a model id; raises ModelNotServed."""
         try:
             parsed = parse_model_id(model_id)
         except ValueError as exc:
-            raise UnknownModel(model_id, f"malformed model id ({exc})") from None
+            raise ModelNotServed(model_id, f"malformed model id ({exc})") from None
         backend = self._backends.get(parsed.backend_id)
         if backend is None:
-            raise UnknownModel(model_id, f"no provider {parsed.backend_id!r}")
+            raise ModelNotServed(model_id, f"no provider {parsed.backend_id!r}")
         if parsed.model not in backend.models:
-            raise UnknownModel(model_id, f"{parsed.backend_id!r} has no model {parsed.model!r}")
+            raise ModelNotServed(model_id, f"{parsed.backend_id!r} has no model {parsed.model!r}")
         return backend, parsed.model
 
     def knows(self, model_id: str) -> bool:
         """True when resolve() would succeed."""
         try:
             self.resolve(model_id)
-        except UnknownModel:
+        except ModelNotServed:
             return False
         return True
 
@@ -173,38 +190,3 @@ class Registry:
     async def check_all(self) -> None:
         """Check every backend concurrently; never raises."""
         await asyncio.gather(*(self.check(b) for b in self.backends()), return_exceptions=True)
-
-    def snapshot(self) -> dict[str, Any]:
-        """The GET /ai/models body, from the last checks; never awaits."""
-        return {
-            "default_model_id": self.default_model_id,
-            "providers": [_backend_json(b) for b in self._backends.values()],
-        }
-
-
-def _backend_json(backend: Backend) -> dict[str, Any]:
-    node = backend.node
-    available = node is None or node.healthy
-    return {
-        "id": backend.id,
-        "label": backend.label,
-        "kind": backend.kind,
-        "node": None if node is None else {
-            "id": node.id,
-            "name": node.name,
-            "latency_ms": None if node.latency_ms is None else round(node.latency_ms, 1),
-            "healthy": node.healthy,
-            "checked_at": rfc3339(node.checked_at),
-        },
-        "models": [
-            {"id": f"{backend.id}:{m}", "name": m, "available": available} for m in backend.models
-        ],
-    }
-
-
-def rfc3339(moment: datetime | None) -> str | None:
-    """UTC timestamp with milliseconds and a Z, as the wire contract wants."""
-    if moment is None:
-        return None
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,32 +1,63 @@
-"""HTTP routes: parse the request, call a service, shape the response. Errors become bodies here."""
+"""HTTP routes: parse the request into typed values, call the Node, shape the response.
+
+Every exception a request causes becomes a contract error body in one place, `error_response`."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from . import inputs
+from providers.registry import NODE_KINDS
+
+from . import inputs, protocol
 from .auth import bearer
-from .errors import BadRequest, ChatError, Forbidden, NotFound, TooLarge, Unavailable
+from .errors import BadRequest, ChatError, NotAllowed, NotFound, RateLimited, TooLarge, Unavailable
+from .node import Node
 from .ratelimit import KeyedBuckets
 from .records import User
-from .services import Services
 from .settings import Settings
+from .store import CONNECTION_ERRORS
+from .turns import Turn
+
+log = logging.getLogger("chat.api")
+
 
 def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status, headers, media_type="application/json")
 
-def error_response(err: ChatError) -> Response:
-    headers = {"Retry-After": str(max(1, round(err.retry_after)))} if hasattr(err, "retry_after") else None
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The one place a request's exceptions become `{"error": ...}` bodies. Starlette calls it
+    for every exception; unexpected ones are answered 500 here and logged once by the server."""
+    if isinstance(exc, ChatError):
+        err = exc
+    elif isinstance(exc, HTTPException):
+        if exc.status_code == 404:
+            err = NotFound(f"no route {request.url.path}")
+        elif exc.status_code == 405:
+            err = NotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            err = BadRequest(exc.detail or "bad request")
+    elif isinstance(exc, CONNECTION_ERRORS):
+        log.warning("database error on %s: %r", request.url.path, exc)
+        err = Unavailable("the database is unavailable; retry")
+    else:
+        err = ChatError("internal error")
+    headers = None
+    if isinstance(err, RateLimited):
+        headers = {"Retry-After": str(max(1, round(err.retry_after)))}
     if err.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     return json({"error": err.body()}, err.status, headers)
+
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object, refusing anything over `limit` bytes before reading it all."""
@@ -46,49 +77,49 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         raise BadRequest(f"body is not valid JSON: {e.msg}") from None
     return inputs.require_object(data)
 
+
 def path_id(request: Request, name: str = "id") -> int:
     return inputs.integer(request.path_params[name], name, minimum=1)
+
+
+def query_int(request: Request, name: str, **bounds: int) -> int | None:
+    value = request.query_params.get(name)
+    return None if value in (None, "") else inputs.integer(value, name, **bounds)
+
+
+def _node(request: Request) -> Node:
+    return request.state.node  # built by the lifespan
+
 
 class Api:
     """One method per endpoint of the contract."""
 
-    services: Services  # set by the lifespan before the first request
-
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.limit = settings.max_body_bytes
         # Password hashing costs CPU: registration and login are limited per client address.
         self.auth_limit = KeyedBuckets(settings.auth_rate_per_second, settings.auth_rate_burst)
 
-    @property
-    def s(self) -> Services:
-        return self.services
-
     async def user(self, request: Request) -> User:
-        return await self.s.auth.user(bearer(request.headers.get("authorization")))
+        return await _node(request).user(bearer(request.headers.get("authorization")))
 
     # -- auth -----------------------------------------------------------------
 
     async def register(self, request: Request) -> Response:
         self.auth_limit.check(request.client.host if request.client else "?", "registrations")
-        body = await read_json(request, self.limit)
-        name = inputs.username(body.get("username"))
-        password = inputs.text(body, "password", max_chars=1024, min_chars=8)
-        display = inputs.text(body, "display_name", max_chars=self.s.settings.max_display_name_chars,
-                              required=False, strip=True) or name
-        token, user = await self.s.auth.register(name, password, display)  # type: ignore[arg-type]
+        reg = inputs.registration(await read_json(request, self.limit), self.settings)
+        token, user = await _node(request).register(reg)
         return json({"token": token, "user": user.wire()}, 201)
 
     async def token(self, request: Request) -> Response:
         self.auth_limit.check(request.client.host if request.client else "?", "login attempts")
-        body = await read_json(request, self.limit)
-        name = inputs.text(body, "username", max_chars=64)
-        password = inputs.text(body, "password", max_chars=1024)
-        token, user = await self.s.auth.login(name, password)  # type: ignore[arg-type]
+        login = inputs.login(await read_json(request, self.limit))
+        token, user = await _node(request).login(login)
         return json({"token": token, "user": user.wire()})
 
     async def logout(self, request: Request) -> Response:
         await self.user(request)
-        await self.s.auth.logout(bearer(request.headers.get("authorization")) or "")
+        await _node(request).logout(bearer(request.headers.get("authorization")) or "")
         return Response(status_code=204)
 
     async def me(self, request: Request) -> Response:
@@ -98,33 +129,34 @@ class Api:
 
     async def create_conversation(self, request: Request) -> Response:
         user = await self.user(request)
-        conv = await self.s.conversations.create(user, await read_json(request, self.limit))
-        return json(conv.wire(), 201)
+        new = inputs.new_conversation(await read_json(request, self.limit), self.settings)
+        return json((await _node(request).create_conversation(user, new)).wire(), 201)
 
     async def list_conversations(self, request: Request) -> Response:
         user = await self.user(request)
-        convs = await self.s.store.conversations_of(user.id)
+        convs = await _node(request).conversations_of(user)
         return json({"conversations": [c.wire() for c in convs]})
 
     async def get_conversation(self, request: Request) -> Response:
         user = await self.user(request)
-        return json((await self.s.conversations.visible(path_id(request), user)).wire())
+        return json((await _node(request).conversation(user, path_id(request))).wire())
 
     async def update_conversation(self, request: Request) -> Response:
         user = await self.user(request)
         cid = path_id(request)
-        body = await read_json(request, self.limit)
-        return json((await self.s.conversations.update(cid, user, body)).wire())
+        changes = inputs.conversation_changes(await read_json(request, self.limit), self.settings)
+        return json((await _node(request).update_conversation(user, cid, changes)).wire())
 
     async def add_participants(self, request: Request) -> Response:
         user = await self.user(request)
         cid = path_id(request)
         body = await read_json(request, self.limit)
-        return json((await self.s.conversations.add(cid, user, body)).wire())
+        names = inputs.usernames(body, "usernames", self.settings, required=True)
+        return json((await _node(request).add_participants(user, cid, names)).wire())
 
     async def remove_participant(self, request: Request) -> Response:
         user = await self.user(request)
-        conv = await self.s.conversations.remove(path_id(request), user, path_id(request, "user_id"))
+        conv = await _node(request).remove_participant(user, path_id(request), path_id(request, "user_id"))
         return json(conv.wire())
 
     # -- messages -------------------------------------------------------------
@@ -132,8 +164,8 @@ class Api:
     async def post_message(self, request: Request) -> Response:
         user = await self.user(request)
         cid = path_id(request)
-        body = await read_json(request, self.limit)
-        sent = await self.s.messages.send(user, cid, body)
+        cmd = protocol.send_message(await read_json(request, self.limit), cid, self.settings)
+        sent = await _node(request).send(user, cmd)
         out: dict[str, Any] = {"message": sent.message.wire(), "ai": sent.ai}
         if sent.duplicate:
             out["duplicate"] = True
@@ -150,7 +182,9 @@ class Api:
             out["reply"] = reply.wire()
         return json(out, 201)
 
-    async def _sse(self, ack: dict[str, Any], turn: Any) -> AsyncIterator[bytes]:
+    @staticmethod
+    async def _sse(ack: dict[str, Any], turn: Turn) -> AsyncIterator[bytes]:
+        """The turn's frames as server-sent events, one event per frame, after the ack."""
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         turn.listeners.append(lambda kind, frame: queue.put_nowait((kind, frame)))
         yield b"event: message.ack\ndata: " + orjson.dumps({"type": "message.ack", **ack}) + b"\n\n"
@@ -162,32 +196,29 @@ class Api:
 
     async def list_messages(self, request: Request) -> Response:
         user = await self.user(request)
-        page, has_more = await self.s.messages.page(user, path_id(request), dict(request.query_params))
+        after, before = query_int(request, "after"), query_int(request, "before")
+        limit = query_int(request, "limit", minimum=1, maximum=500) or 50
+        page, has_more = await _node(request).page(user, path_id(request), after, before, limit)
         return json({"messages": [m.wire() for m in page], "has_more": has_more})
 
     # -- AI models and nodes --------------------------------------------------
 
     async def models(self, request: Request) -> Response:
         await self.user(request)
-        return json(self.s.registry.snapshot())
+        return json(_node(request).models())
 
     async def list_nodes(self, request: Request) -> Response:
         await self.user(request)
-        return json({"nodes": await self.s.nodes.list()})
+        return json({"nodes": await _node(request).ai_nodes()})
 
     async def create_node(self, request: Request) -> Response:
         user = await self.user(request)
-        if not user.is_admin:
-            raise Forbidden("only an admin may register AI nodes")
-        body = await read_json(request, self.limit)
-        return json(await self.s.nodes.create(user, body), 201)
+        new = inputs.new_node(await read_json(request, self.limit), NODE_KINDS)
+        return json(await _node(request).add_ai_node(user, new), 201)
 
     async def delete_node(self, request: Request) -> Response:
         user = await self.user(request)
-        if not user.is_admin:
-            raise Forbidden("only an admin may remove AI nodes")
-        if not await self.s.nodes.delete(path_id(request)):
-            raise NotFound("no such node")
+        await _node(request).remove_ai_node(user, path_id(request))
         return Response(status_code=204)
 
     # -- operations -----------------------------------------------------------
@@ -196,7 +227,7 @@ class Api:
         return json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        await self.s.store.ping()
+        await _node(request).ready()
         return json({"status": "ready"})
 
     def routes(self) -> list[Route]:

@@ -14,8 +14,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,13 +24,11 @@ from .api import Api, error_response
 from .auth import Auth
 from .broker import Broker, LocalBroker, RedisBroker
 from .conversations import Conversations
-from .errors import BadRequest, ChatError, NotFound, Unavailable
-from .events import Event
+from .errors import ChatError
 from .hub import Hub
-from .messages import Messages, message_event
+from .node import Node
 from .nodes import Nodes
 from .routing import Router
-from .services import Services
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Store
 from .turns import Turns
@@ -88,24 +84,6 @@ class FrontDoor:
                         (time.perf_counter() - start) * 1000)
 
 
-async def chat_error(request: Request, exc: Exception) -> Response:
-    return error_response(exc)  # type: ignore[arg-type]
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return error_response(NotFound(f"no route {request.url.path}"))
-    err = BadRequest(exc.detail or "bad request")
-    err.status = exc.status_code
-    return error_response(err)
-
-
-async def database_error(request: Request, exc: Exception) -> Response:
-    log.warning("database error on %s: %r", request.url.path, exc)
-    return error_response(Unavailable("the database is unavailable; retry"))
-
-
 def build_broker(settings: Settings) -> Broker:
     return RedisBroker(settings.redis_url) if settings.redis_url else LocalBroker()
 
@@ -115,42 +93,32 @@ def create_app(settings: Settings) -> FrontDoor:
     endpoint = SocketEndpoint(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        """Builds every shared resource, hands the Node to the transports (as lifespan state,
+        which Starlette and uvicorn put in every request's and socket's scope), and closes them."""
         if not settings.database_url:
             raise RuntimeError("settings.database_url is required (run.py starts an embedded database)")
         store = await Store.connect(settings.database_url, min_size=settings.pool_min_size,
-                                    max_size=settings.pool_max_size, history_chars=settings.history_chars)
+                                    max_size=settings.pool_max_size)
         version = await store.apply_schema(SCHEMA.read_text())
-        interrupted = await store.mark_interrupted(settings.node_id)
+        interrupted = await store.messages.mark_interrupted(settings.node_id)
         log.info("schema version %s; %s interrupted replies marked", version, interrupted)
-        # No connection cap here: each provider's concurrency is bounded by the router instead.
+        # No connection cap here: each backend's concurrency is bounded by its own semaphore.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
-        registry = Registry(settings.default_model)
-        router = Router(registry, {p.id: p.concurrency for p in settings.providers},
-                        default_concurrency=settings.provider_concurrency)
-
-        turns_ref: list[Turns] = []
-
-        async def fill(cid: int, after: int) -> list[Event]:
-            msgs, _ = await store.messages_after(cid, after, settings.replay_cap)
-            return [message_event(m) for m in msgs]
-
-        hub = Hub(build_broker(settings), fill, lambda cid: turns_ref[0].streaming(cid))
-        conversations = Conversations(store, hub, router, settings)
+        registry = Registry(settings.default_model, default_concurrency=settings.provider_concurrency)
+        router = Router(registry)
+        hub = Hub(build_broker(settings), store.messages.replay, settings.replay_cap)
         turns = Turns(store, hub, router, settings)
-        turns_ref.append(turns)
         nodes = Nodes(store, registry, session, settings)
-        services = Services(settings, store, session, registry, router, hub, Auth(store, settings.token_ttl_seconds),
-                            conversations, turns, Messages(store, hub, conversations, turns, settings), nodes)
+        node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
+                    Conversations(store, hub, router, settings), turns, registry, nodes)
         await nodes.load()
         if not registry.knows(settings.default_model):
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
         nodes.start()
-        api.services = endpoint.services = services
-        app.state.services = services
         try:
-            yield
+            yield {"node": node}
         finally:
             endpoint.close_all()
             await turns.close()
@@ -165,13 +133,11 @@ def create_app(settings: Settings) -> FrontDoor:
                       allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                       allow_headers=["Authorization", "Content-Type", "Accept"], max_age=600)
     app = Starlette(
-        routes=[*api.routes(), Mount("/", StaticFiles(directory=WEB, html=True, check_dir=False))],
+        routes=[*api.routes(), *([Mount("/", StaticFiles(directory=WEB, html=True))] if WEB.is_dir() else [])],
         middleware=[cors],
-        exception_handlers={
-            ChatError: chat_error,
-            HTTPException: http_error,
-            **{error: database_error for error in CONNECTION_ERRORS},
-        },
+        # Every exception goes to the one function that answers in the contract's error body.
+        exception_handlers={error: error_response for error in (ChatError, HTTPException, *CONNECTION_ERRORS,
+                                                                 Exception)},
         lifespan=lifespan,
     )
     app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001

@@ -14,7 +14,6 @@ from .errors import Conflict, Unauthorized
 from .records import User
 from .store import Store
 
-MAX_PASSWORD_CHARS = 1024
 # A real hash to verify against when the user doesn't exist, so timing doesn't reveal it.
 _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("not a password")

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from . import inputs
+from . import protocol
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .events import UPDATED, Event, encode
+from .events import Event
 from .hub import Hub
+from .inputs import ConversationChanges, NewConversation
 from .records import Conversation, User
 from .routing import Router
 from .settings import Settings
 from .store import Store
 
 
-def updated_event(conv: Conversation) -> Event:
-    return Event(encode({"type": "conversation.updated", "conversation": conv.wire()}),
-                 kind=UPDATED, members=tuple(conv.member_ids()))
+def mode_problem(mode: str, others: int, max_participants: int) -> str | None:
+    """What is wrong with `others` participants beside the owner in a conversation of `mode`."""
+    if mode == "solo" and others:
+        return "a solo conversation has no other participants"
+    if mode == "partner" and others != 1:
+        return "a partner conversation has exactly one other participant"
+    if others + 1 > max_participants:
+        return f"at most {max_participants} participants"
+    return None
 
 
 class Conversations:
@@ -41,63 +46,48 @@ class Conversations:
             raise Forbidden("only the owner may change settings or participants")
         return conv
 
-    async def create(self, owner: User, body: dict[str, Any]) -> Conversation:
-        s = self.settings
-        title = inputs.text(body, "title", max_chars=s.max_title_chars, strip=True)
-        mode = inputs.mode(body, "solo")
-        with_ai = inputs.boolean(body, "with_ai", True)
-        default_model = inputs.model_id(body, "default_model_id")
-        names = inputs.usernames(body, "participant_usernames", s, required=False)
-        if default_model is not None:
-            self.router.check(default_model)
-        names = [n for n in names if n.lower() != owner.username.lower()]
-        self._check_count(mode, len(names), "participant_usernames")  # type: ignore[arg-type]
+    async def of(self, user: User) -> list[Conversation]:
+        """The user's conversations, most recent activity first."""
+        return await self.store.conversations_of(user.id)
+
+    async def create(self, owner: User, new: NewConversation) -> Conversation:
+        if new.default_model_id is not None:
+            self.router.check(new.default_model_id)
+        names = [n for n in new.participant_usernames if n.lower() != owner.username.lower()]
+        # The body contradicts itself: that is invalid input, not a conflict with stored state.
+        if problem := mode_problem(new.mode, len(names), self.settings.max_participants):
+            raise Invalid("participant_usernames", problem)
         members = await self._users(names, "participant_usernames")
         return await self.store.create_conversation(
-            owner.id, title, mode, with_ai, default_model, [u.id for u in members],  # type: ignore[arg-type]
+            owner.id, new.title, new.mode, new.with_ai, new.default_model_id, [u.id for u in members],
         )
 
-    async def update(self, cid: int, user: User, body: dict[str, Any]) -> Conversation:
+    async def update(self, cid: int, user: User, changes: ConversationChanges) -> Conversation:
         conv = await self.owned(cid, user)
-        changes: dict[str, Any] = {}
-        if "title" in body:
-            changes["title"] = inputs.text(body, "title", max_chars=self.settings.max_title_chars, strip=True)
-        if "mode" in body:
-            changes["mode"] = inputs.mode(body, None)
-            if changes["mode"] is None:
-                raise Invalid("mode", "mode must be one of solo, partner, group")
+        if changes.mode is not None and changes.mode != conv.mode:
+            # Changing the mode must fit the participants the conversation has now (except
+            # that a partner conversation may wait for its partner).
             others = len(conv.participants) - 1
-            if changes["mode"] == "solo" and others > 0:
-                raise Conflict("a solo conversation has no other participants; remove them first")
-            if changes["mode"] == "partner" and others > 1:
-                raise Conflict("a partner conversation has exactly one other participant")
-        if "with_ai" in body:
-            if not isinstance(body["with_ai"], bool):
-                raise Invalid("with_ai", "with_ai must be true or false")
-            changes["with_ai"] = body["with_ai"]
-        if "default_model_id" in body:
-            model = inputs.model_id(body, "default_model_id")
-            if model is not None:
-                self.router.check(model)
-            changes["default_model_id"] = model
-        conv = await self.store.update_conversation(cid, changes)
+            problem = mode_problem(changes.mode, others, self.settings.max_participants)
+            if problem and not (changes.mode == "partner" and others == 0):
+                raise Conflict(problem)
+        if changes.sets_model and changes.default_model_id is not None:
+            self.router.check(changes.default_model_id)
+        conv = await self.store.update_conversation(cid, changes.columns())
         self.hub.publish(cid, updated_event(conv))
         return conv
 
-    async def add(self, cid: int, user: User, body: dict[str, Any]) -> Conversation:
+    async def add(self, cid: int, user: User, usernames: list[str]) -> Conversation:
         conv = await self.owned(cid, user)
-        names = inputs.usernames(body, "usernames", self.settings, required=True)
-        members = [u for u in await self._users(names, "usernames") if not conv.has(u.id)]
-        total_others = len(conv.participants) - 1 + len(members)
-        if conv.mode == "solo" and members:
-            raise Conflict("a solo conversation has no other participants; change its mode first")
-        if conv.mode == "partner" and total_others > 1:
-            raise Conflict("a partner conversation has exactly one other participant")
-        if total_others + 1 > self.settings.max_participants:
+        members = [u for u in await self._users(usernames, "usernames") if not conv.has(u.id)]
+        others = len(conv.participants) - 1 + len(members)
+        if others + 1 > self.settings.max_participants:
             raise Invalid("usernames", f"at most {self.settings.max_participants} participants",
                           max=self.settings.max_participants)
         if not members:
             return conv
+        if problem := mode_problem(conv.mode, others, self.settings.max_participants):
+            raise Conflict(problem)
         conv = await self.store.add_participants(cid, [u.id for u in members])
         self.hub.publish(cid, updated_event(conv))
         return conv
@@ -114,17 +104,14 @@ class Conversations:
         self.hub.publish(cid, updated_event(conv))
         return conv
 
-    def _check_count(self, mode: str, others: int, field: str) -> None:
-        if mode == "solo" and others:
-            raise Invalid(field, "a solo conversation has no other participants")
-        if mode == "partner" and others != 1:
-            raise Invalid(field, "a partner conversation needs exactly one other participant")
-        if others + 1 > self.settings.max_participants:
-            raise Invalid(field, f"at most {self.settings.max_participants} participants")
-
     async def _users(self, names: list[str], field: str) -> list[User]:
         found = await self.store.users_by_usernames(names)
         missing = [n for n in names if n.lower() not in found]
         if missing:
             raise Invalid(field, f"unknown user(s): {', '.join(missing)}", unknown=missing)
         return [found[n.lower()] for n in names]
+
+
+def updated_event(conv: Conversation) -> Event:
+    """conversation.updated: subscribers who are no longer members stop listening."""
+    return Event(protocol.encode(protocol.conversation_updated(conv)), members=tuple(conv.member_ids()))

@@ -77,5 +77,7 @@ class Unavailable(ChatError):
     code, status = "unavailable", 503
 
 
-class ProviderFailed(ChatError):
-    code, status = "provider_error", 502
+class NotAllowed(ChatError):
+    """An HTTP method a path does not take; the contract has no code of its own for it."""
+
+    code, status = "bad_request", 405

@@ -1,40 +1,41 @@
-"""Hub: which local connections listen to which conversation, and in-order fan-out to them."""
+"""Hub: which local connections listen to which conversation, in-order fan-out to them, presence."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from . import protocol
 from .broker import Broker
 from .connection import Connection
-from .events import AI_DELTA, AI_END, AI_START, UPDATED, Event, encode
-from .records import User
+from .errors import NotFound
+from .events import Event
+from .presence import Presence
+from .records import Message, User
+
+# (conversation, after seq, cap) -> (up to `cap` stored messages after it, or none if more; last seq)
+Replay = Callable[[int, int, int], Awaitable[tuple[list[Message], int]]]
 
 log = logging.getLogger("chat.hub")
-
-# (conversation id, last delivered seq) -> the stored messages after it, as events
-Fill = Callable[[int, int], Awaitable[list[Event]]]
-# conversation id -> replies this process is generating (seed for a channel born mid-turn)
-Seed = Callable[[int], list[dict[str, Any]]]
 
 
 class Subscription:
     """One connection's interest in one conversation."""
 
-    __slots__ = ("conn", "buffer", "skip_through")
+    __slots__ = ("conn", "buffer", "skip_through", "covered")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.buffer: list[Event] | None = []  # live events held while the replay runs
         self.skip_through = 0  # seqs up to this one were sent by the replay
+        self.covered: dict[str, int] = {}  # reply id -> its frames before this step were in the snapshot
 
 
 class Channel:
-    """A conversation as seen by this process: subscribers, delivery position, live replies."""
+    """A conversation as seen by this process: subscribers and the delivery position."""
 
-    __slots__ = ("id", "subs", "last", "held", "timer", "streaming", "users", "ready")
+    __slots__ = ("id", "subs", "last", "held", "timer", "ready")
 
     def __init__(self, cid: int) -> None:
         self.id = cid
@@ -42,19 +43,18 @@ class Channel:
         self.last: int | None = None  # highest seq delivered, in order; None until known
         self.held: list[Event] = []  # events waiting for an earlier seq
         self.timer: asyncio.TimerHandle | None = None
-        self.streaming: dict[str, dict[str, Any]] = {}  # reply_id -> snapshot
-        self.users: dict[int, list[Any]] = {}  # user id -> [User, live subscription count]
         self.ready: asyncio.Future[None] | None = None  # the broker listens to this channel
 
 
 class Hub:
     """Fan-out never awaits: frames go onto each connection's bounded queue."""
 
-    def __init__(self, broker: Broker, fill: Fill, seed: Seed, gap_timeout: float = 1.0) -> None:
+    def __init__(self, broker: Broker, replay: Replay, replay_cap: int, gap_timeout: float = 1.0) -> None:
         self.broker = broker
-        self.fill = fill
-        self.seed = seed
+        self.replay = replay  # reads a gap's messages back from the store
+        self.replay_cap = replay_cap
         self.gap_timeout = gap_timeout
+        self.presence = Presence()
         self.channels: dict[int, Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -76,7 +76,7 @@ class Hub:
             ch = self.channels[cid] = Channel(cid)
             ch.ready = asyncio.ensure_future(self.broker.subscribe(cid))
         try:
-            await asyncio.shield(ch.ready)  # every subscriber waits until the broker listens
+            await asyncio.shield(ch.ready)  # type: ignore[arg-type]  # every subscriber waits for the broker
         except BaseException:
             if not ch.subs and self.channels.get(cid) is ch:
                 del self.channels[cid]
@@ -87,31 +87,30 @@ class Hub:
         ch.subs[conn] = Subscription(conn)
         conn.subscriptions.add(cid)
 
-    def go_live(self, conn: Connection, cid: int, last_seq: int, replay: list[str],
-                subscribed: Callable[[list[dict[str, Any]], list[dict[str, Any]]], str]) -> None:
-        """Send the replay, then `subscribed`, then what arrived meanwhile minus what the replay had."""
+    def join(self, conn: Connection, cid: int) -> list[User]:
+        """Count a buffering subscription as present (the room hears of a first join); who is present."""
+        ch = self.channels.get(cid)
+        sub = ch.subs.get(conn) if ch else None
+        if ch is None or sub is None or sub.buffer is None:
+            raise NotFound(f"conversation {cid} not found")  # removed from it meanwhile
+        if self.presence.join(cid, conn.user):
+            self.publish(cid, _presence(cid, conn.user, "joined"))
+        return self.presence.present(cid)
+
+    def go_live(self, conn: Connection, cid: int, last_seq: int, frames: list[str],
+                covered: dict[str, int]) -> None:
+        """Send `frames` (the replay and `subscribed`), then what arrived meanwhile minus what the
+        replay (seqs up to `last_seq`) and the streaming snapshot (`covered` steps) already had."""
         ch = self.channels[cid]
-        sub = ch.subs.get(conn)
-        if sub is None or sub.buffer is None:
-            return
+        sub = ch.subs[conn]
         if ch.last is None:
             ch.last = last_seq
-            for snap in self.seed(cid):
-                ch.streaming.setdefault(snap["reply_id"], snap)
-        entry = ch.users.setdefault(conn.user.id, [conn.user, 0])
-        entry[1] += 1
-        if entry[1] == 1:
-            self.publish(cid, presence(cid, conn.user, "joined"))
-        present = [u.wire() for u, _ in ch.users.values()]
-        streaming = [{**s, "text": "".join(s["text"])} for s in ch.streaming.values()]
-        for frame in replay:
+        for frame in frames:
             conn.enqueue(frame)
-        conn.enqueue(subscribed(present, streaming))
-        buffered, sub.buffer = sub.buffer, None
+        buffered, sub.buffer = sub.buffer or [], None
         sub.skip_through = max(last_seq, sub.skip_through)
+        sub.covered = covered
         for ev in buffered:
-            if ev.kind in (AI_START, AI_DELTA) and ev.reply_id in ch.streaming:
-                continue  # already inside the snapshot's text
             self._send_one(sub, ev)
         self._release(ch)
 
@@ -137,13 +136,8 @@ class Hub:
     def _leave(self, ch: Channel, sub: Subscription) -> None:
         if sub.buffer is not None:
             return  # never went live, never counted as present
-        entry = ch.users.get(sub.conn.user.id)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del ch.users[sub.conn.user.id]
-            self.publish(ch.id, presence(ch.id, sub.conn.user, "left"))
+        if self.presence.leave(ch.id, sub.conn.user):
+            self.publish(ch.id, _presence(ch.id, sub.conn.user, "left"))
 
     def is_subscribed(self, conn: Connection, cid: int) -> bool:
         ch = self.channels.get(cid)
@@ -209,24 +203,21 @@ class Hub:
 
     async def _fill(self, ch: Channel) -> None:
         try:
-            events = await self.fill(ch.id, ch.last or 0)
+            missed, _ = await self.replay(ch.id, ch.last or 0, self.replay_cap)
         except Exception:
             log.exception("filling conversation %s failed", ch.id)
-            events = []
-        for ev in events:
-            if ev.seq is not None and ev.seq == (ch.last or 0) + 1:
-                self._send(ch, ev)
+            missed = []
+        for msg in missed:
+            if msg.seq == (ch.last or 0) + 1:
+                self._send(ch, protocol.message_event(msg))
         self._release(ch)
 
     def _send(self, ch: Channel, ev: Event) -> None:
         if ev.seq is not None:
             ch.last = ev.seq
-        kind = ev.kind
-        if kind:
-            self._track(ch, ev)
         for sub in ch.subs.values():
             self._send_one(sub, ev)
-        if kind == UPDATED and ev.members is not None:
+        if ev.members is not None:
             members = set(ev.members)
             for conn in [c for c in ch.subs if c.user.id not in members]:
                 self.unsubscribe(conn, ch.id)
@@ -235,25 +226,16 @@ class Hub:
     def _send_one(sub: Subscription, ev: Event) -> None:
         if sub.buffer is not None:
             sub.buffer.append(ev)
-        elif ev.seq is not None and ev.seq <= sub.skip_through:
             return
-        elif ev.skip_user is None or sub.conn.user.id != ev.skip_user:
+        if ev.seq is not None and ev.seq <= sub.skip_through:
+            return
+        if sub.covered and ev.reply_id is not None and ev.reply_id in sub.covered:
+            if ev.step is not None and ev.step < sub.covered[ev.reply_id]:
+                return  # already inside the snapshot's text
+            del sub.covered[ev.reply_id]
+        if ev.skip_user is None or sub.conn.user.id != ev.skip_user:
             sub.conn.deliver(ev.send)
 
-    @staticmethod
-    def _track(ch: Channel, ev: Event) -> None:
-        """Keep each live reply's text so far, for `subscribed.streaming`."""
-        if ev.kind == AI_DELTA:
-            snap = ch.streaming.get(ev.reply_id)  # type: ignore[arg-type]
-            if snap is not None:
-                snap["text"].append(ev.text)
-        elif ev.kind == AI_START and ev.reply_id:
-            ch.streaming[ev.reply_id] = {"reply_id": ev.reply_id, "model": ev.text, "text": [],
-                                         **(ev.meta or {})}
-        elif ev.kind == AI_END:
-            ch.streaming.pop(ev.reply_id, None)  # type: ignore[arg-type]
 
-
-def presence(cid: int, user: User, state: str) -> Event:
-    return Event(encode({"type": "presence", "conversation_id": cid, "user": user.wire(),
-                         "state": state}), skip_user=user.id)
+def _presence(cid: int, user: User, state: str) -> Event:
+    return Event(protocol.encode(protocol.presence(cid, user, state)), skip_user=user.id)

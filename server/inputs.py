@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import BadRequest, Invalid
 from .settings import Settings
@@ -11,6 +13,7 @@ from .settings import Settings
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MODES = ("solo", "partner", "group")
 MAX_INT = 2**63 - 1  # PostgreSQL bigint
+MAX_PASSWORD_CHARS = 1024
 
 
 def require_object(value: Any) -> dict[str, Any]:
@@ -101,12 +104,101 @@ def mode(body: dict[str, Any], default: str | None) -> str | None:
     return value
 
 
-def client_id(body: dict[str, Any], settings: Settings) -> str | None:
-    return text(body, "client_id", max_chars=settings.max_client_id_chars, required=False)
+# -- REST bodies as typed values ------------------------------------------------
 
 
-def content(body: dict[str, Any], settings: Settings) -> str:
-    value = text(body, "content", max_chars=settings.max_content_chars)
-    if not value.strip():  # type: ignore[union-attr]
-        raise Invalid("content", "content must not be blank")
-    return value  # type: ignore[return-value]
+@dataclass(frozen=True, slots=True)
+class Registration:
+    username: str
+    password: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    title: str
+    mode: str
+    with_ai: bool
+    default_model_id: str | None
+    participant_usernames: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationChanges:
+    """The settings a PUT names; `default_model_id` is changed only when `sets_model` (None clears it)."""
+
+    title: str | None = None
+    mode: str | None = None
+    with_ai: bool | None = None
+    default_model_id: str | None = None
+    sets_model: bool = False
+
+    def columns(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in (("title", self.title), ("mode", self.mode),
+                                                 ("with_ai", self.with_ai)) if v is not None}
+        if self.sets_model:
+            out["default_model_id"] = self.default_model_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NewNode:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None
+
+
+def registration(body: dict[str, Any], settings: Settings) -> Registration:
+    name = username(body.get("username"))
+    password = text(body, "password", max_chars=MAX_PASSWORD_CHARS, min_chars=8)
+    display = text(body, "display_name", max_chars=settings.max_display_name_chars, required=False, strip=True)
+    return Registration(name, password, display or name)  # type: ignore[arg-type]
+
+
+def login(body: dict[str, Any]) -> Login:
+    return Login(text(body, "username", max_chars=64),  # type: ignore[arg-type]
+                 text(body, "password", max_chars=MAX_PASSWORD_CHARS))  # type: ignore[arg-type]
+
+
+def new_conversation(body: dict[str, Any], settings: Settings) -> NewConversation:
+    return NewConversation(
+        title=text(body, "title", max_chars=settings.max_title_chars, strip=True),  # type: ignore[arg-type]
+        mode=mode(body, "solo"),  # type: ignore[arg-type]
+        with_ai=boolean(body, "with_ai", True),  # type: ignore[arg-type]
+        default_model_id=model_id(body, "default_model_id"),
+        participant_usernames=usernames(body, "participant_usernames", settings, required=False),
+    )
+
+
+def conversation_changes(body: dict[str, Any], settings: Settings) -> ConversationChanges:
+    if "mode" in body and body["mode"] is None:
+        raise Invalid("mode", "mode must be one of solo, partner, group")
+    if "with_ai" in body and not isinstance(body["with_ai"], bool):
+        raise Invalid("with_ai", "with_ai must be true or false")
+    return ConversationChanges(
+        title=text(body, "title", max_chars=settings.max_title_chars, strip=True) if "title" in body else None,
+        mode=mode(body, None),
+        with_ai=boolean(body, "with_ai"),
+        default_model_id=model_id(body, "default_model_id"),
+        sets_model="default_model_id" in body,
+    )
+
+
+def new_node(body: dict[str, Any], kinds: tuple[str, ...]) -> NewNode:
+    name = text(body, "name", max_chars=64, strip=True)
+    kind = body.get("kind")
+    if kind not in kinds:
+        raise Invalid("kind", "kind must be one of " + ", ".join(repr(k) for k in kinds))
+    base_url = text(body, "base_url", max_chars=500, strip=True)
+    parts = urlsplit(base_url)  # type: ignore[arg-type]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid("base_url", "base_url must be an http(s) URL")
+    api_key = text(body, "api_key", max_chars=500, required=False)
+    return NewNode(name, kind, base_url.rstrip("/"), api_key)  # type: ignore[arg-type, union-attr]

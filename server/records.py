@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from providers.registry import rfc3339  # one timestamp format on the wire
+from providers.registry import Backend, NodeState, Registry
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """UTC timestamp with milliseconds and a Z: the one timestamp format on the wire."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def latency(ms: float | None) -> float | None:
+    """A node's latency as shown everywhere: milliseconds to one decimal."""
+    return None if ms is None else round(ms, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +87,15 @@ class Room:
     with_ai: bool
     default_model_id: str | None
     owner_id: int
-    # The messages before the new one, oldest first, as (role, status, content, author name),
-    # read in the same statement when the send will start an AI turn.
-    recent: tuple[tuple[str, str, str, str | None], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One message of an AI turn's history: who said what."""
+
+    role: str  # "user" | "assistant"
+    content: str
+    author: str | None  # the display name of a user message's author
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +130,9 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
+class AINode:
+    """A backend machine an admin registered (POST /ai/nodes)."""
+
     id: int
     name: str
     kind: str
@@ -122,3 +143,25 @@ class Node:
     def wire(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "kind": self.kind, "base_url": self.base_url,
                 "has_api_key": self.api_key is not None, "created_at": rfc3339(self.created_at)}
+
+
+def node_state_wire(node: NodeState) -> dict[str, Any]:
+    return {"id": node.id, "name": node.name, "latency_ms": latency(node.latency_ms),
+            "healthy": node.healthy, "checked_at": rfc3339(node.checked_at)}
+
+
+def backend_wire(backend: Backend) -> dict[str, Any]:
+    """One provider of GET /ai/models; a node's models are available while it is healthy."""
+    node = backend.node
+    available = node is None or node.healthy
+    return {
+        "id": backend.id, "label": backend.label, "kind": backend.kind,
+        "node": None if node is None else node_state_wire(node),
+        "models": [{"id": f"{backend.id}:{m}", "name": m, "available": available} for m in backend.models],
+    }
+
+
+def catalog_wire(registry: Registry) -> dict[str, Any]:
+    """The GET /ai/models body, from the last checks; never awaits."""
+    return {"default_model_id": registry.default_model_id,
+            "providers": [backend_wire(b) for b in registry.backends()]}

@@ -1,11 +1,10 @@
-"""Router: the three-tier model chain, and per-provider concurrency limits."""
+"""Router: the three-tier model chain, and model ids checked against the registry."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-from providers.registry import Backend, Registry, UnknownModel as RegistryUnknownModel
+from providers.registry import Backend, ModelNotServed, Registry
 
 from .errors import UnknownModel
 
@@ -21,15 +20,22 @@ class Choice:
     fallbacks: tuple[tuple[str, str], ...] = ()  # (model, tier), in order
 
 
-class Router:
-    """Message override, else conversation default, else system default."""
+def choose(message_model: str | None, conversation_model: str | None, system_model: str) -> Choice:
+    """Message override, else conversation default, else system default; the rest are fallbacks
+    (a lower tier naming a model already in the chain is no fallback)."""
+    chain: list[tuple[str, str]] = []
+    for model, tier in zip((message_model, conversation_model, system_model), TIERS, strict=True):
+        if model and all(model != m for m, _ in chain):
+            chain.append((model, tier))
+    model, tier = chain[0]
+    return Choice(model, tier, tuple(chain[1:]))
 
-    def __init__(self, registry: Registry, concurrency: dict[str, int] | None = None,
-                 default_concurrency: int = 16) -> None:
+
+class Router:
+    """The chain over the registry's current contents; the registry's lookups become `unknown_model`."""
+
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._limits = concurrency or {}
-        self._default_limit = default_concurrency
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     def check(self, model_id: str) -> None:
         """Raise the contract's `unknown_model` unless the registry serves this id."""
@@ -37,25 +43,10 @@ class Router:
             raise UnknownModel(model_id)
 
     def choose(self, message_model: str | None, conversation_model: str | None) -> Choice:
-        named = zip((message_model, conversation_model, self.registry.default_model_id), TIERS, strict=True)
-        chain: list[tuple[str, str]] = []
-        for model, tier in named:
-            # A lower tier naming the same model is no fallback.
-            if model and all(model != m for m, _ in chain):
-                chain.append((model, tier))
-        model, tier = chain[0]
-        return Choice(model, tier, tuple(chain[1:]))
+        return choose(message_model, conversation_model, self.registry.default_model_id)
 
     def resolve(self, model_id: str) -> tuple[Backend, str]:
         try:
             return self.registry.resolve(model_id)
-        except RegistryUnknownModel:
+        except ModelNotServed:
             raise UnknownModel(model_id) from None
-
-    def limit(self, backend: Backend) -> asyncio.Semaphore:
-        """Turns on one backend queue here instead of overwhelming it."""
-        sem = self._semaphores.get(backend.id)
-        if sem is None:
-            sem = self._semaphores[backend.id] = asyncio.Semaphore(
-                self._limits.get(backend.id) or self._default_limit)
-        return sem

@@ -77,6 +77,8 @@ class Settings:
     provider_timeout_idle: float = 60.0
     provider_timeout_total: float = 600.0
     provider_concurrency: int = 64
+    ai_max_tokens: int | None = None  # a reply's length limit sent to providers (None: theirs)
+    ai_temperature: float | None = None  # sampling temperature sent to providers (None: theirs)
     providers: tuple[ProviderConfig, ...] = field(default_factory=tuple)
 
     def replace(self, **changes: Any) -> Settings:
@@ -113,6 +115,8 @@ ENV: dict[str, tuple[str, type]] = {
     "echo_delay": ("CHAT_ECHO_DELAY", float),
     "coalesce_ms": ("CHAT_COALESCE_MS", float),
     "provider_concurrency": ("CHAT_PROVIDER_CONCURRENCY", int),
+    "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
+    "ai_temperature": ("CHAT_AI_TEMPERATURE", float),
     "pool_max_size": ("CHAT_POOL_MAX_SIZE", int),
     "node_check_interval": ("CHAT_NODE_CHECK_INTERVAL", float),
 }

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from .errors import Unavailable
-from .records import Conversation, Node, Participant, User
-from .store_messages import MessageQueries
+from .records import AINode, Conversation, Participant, User
+from .store_messages import MessageStore
 
 SCHEMA_LOCK = 7_261_001  # advisory lock key held while schema.sql is applied
 
@@ -20,7 +20,6 @@ DuplicateKey = asyncpg.UniqueViolationError
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError, asyncpg.CannotConnectNowError, ConnectionError,
 )
-
 
 
 async def _keep_session(con: asyncpg.Connection) -> None:
@@ -39,28 +38,32 @@ def schema_version(sql: str) -> int:
     return int(found.group(1))
 
 
+_USER_COLS = "id, username, display_name, is_admin"
+_NODE_COLS = "id, name, kind, base_url, api_key, created_at"
+
+
 def _user(r: asyncpg.Record) -> User:
     return User(r["id"], r["username"], r["display_name"], r["is_admin"])
 
 
-def _node(r: asyncpg.Record) -> Node:
-    return Node(r["id"], r["name"], r["kind"], r["base_url"], r["api_key"], r["created_at"])
+def _node(r: asyncpg.Record) -> AINode:
+    return AINode(r["id"], r["name"], r["kind"], r["base_url"], r["api_key"], r["created_at"])
 
 
-class Store(MessageQueries):
-    """The one SQL access layer; methods are named for what they do to the data."""
+class Store:
+    """The one SQL access layer; methods are named for what they do to the data. Statements
+    about messages are on `store.messages`."""
 
-    def __init__(self, pool: asyncpg.Pool, history_chars: int = 24_000) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.history_chars = history_chars
+        self.messages = MessageStore(pool)
 
     @classmethod
-    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10,
-                      history_chars: int = 24_000) -> Store:
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Store:
         # No reset query on release: this code keeps no session state (no LISTEN, SET or held
         # advisory lock), and asyncpg's default reset is a second round trip per statement.
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
-        return cls(pool, history_chars)
+        return cls(pool)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -107,15 +110,14 @@ class Store(MessageQueries):
             row = await con.fetchrow(
                 "INSERT INTO users (username, display_name, password_hash, is_admin)"
                 " SELECT $1, $2, $3, NOT EXISTS (SELECT 1 FROM users)"
-                " ON CONFLICT (lower(username)) DO NOTHING"
-                " RETURNING id, username, display_name, is_admin",
+                f" ON CONFLICT (lower(username)) DO NOTHING RETURNING {_USER_COLS}",
                 username, display_name, password_hash,
             )
         return _user(row) if row else None
 
     async def user_for_login(self, username: str) -> tuple[User, str] | None:
         row = await self.pool.fetchrow(
-            "SELECT id, username, display_name, is_admin, password_hash FROM users"
+            f"SELECT {_USER_COLS}, password_hash FROM users"
             " WHERE lower(username) = lower($1)", username,
         )
         return (_user(row), row["password_hash"]) if row else None
@@ -123,8 +125,7 @@ class Store(MessageQueries):
     async def users_by_usernames(self, usernames: Sequence[str]) -> dict[str, User]:
         """Lower-cased username -> user, for the names that exist."""
         rows = await self.pool.fetch(
-            "SELECT id, username, display_name, is_admin FROM users"
-            " WHERE lower(username) = any($1::text[])", [u.lower() for u in usernames],
+            f"SELECT {_USER_COLS} FROM users WHERE lower(username) = any($1::text[])", [u.lower() for u in usernames],
         )
         return {r["username"].lower(): _user(r) for r in rows}
 
@@ -136,9 +137,8 @@ class Store(MessageQueries):
 
     async def user_for_token(self, token_hash: bytes) -> User | None:
         row = await self.pool.fetchrow(
-            "SELECT u.id, u.username, u.display_name, u.is_admin FROM auth_tokens t"
-            " JOIN users u ON u.id = t.user_id"
-            " WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()",
+            f"SELECT {_USER_COLS} FROM users WHERE id = (SELECT t.user_id FROM auth_tokens t"
+            " WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now())",
             token_hash,
         )
         return _user(row) if row else None
@@ -247,18 +247,16 @@ class Store(MessageQueries):
     # -- AI nodes ------------------------------------------------------------
 
     async def create_node(self, name: str, kind: str, base_url: str, api_key: str | None,
-                          created_by: int) -> Node:
+                          created_by: int) -> AINode:
         row = await self.pool.fetchrow(
             "INSERT INTO ai_nodes (name, kind, base_url, api_key, created_by) VALUES ($1, $2, $3, $4, $5)"
-            " RETURNING id, name, kind, base_url, api_key, created_at",
+            f" RETURNING {_NODE_COLS}",
             name, kind, base_url, api_key, created_by,
         )
         return _node(row)
 
-    async def nodes(self) -> list[Node]:
-        rows = await self.pool.fetch(
-            "SELECT id, name, kind, base_url, api_key, created_at FROM ai_nodes ORDER BY id"
-        )
+    async def nodes(self) -> list[AINode]:
+        rows = await self.pool.fetch(f"SELECT {_NODE_COLS} FROM ai_nodes ORDER BY id")
         return [_node(r) for r in rows]
 
     async def delete_node(self, node_id: int) -> bool:

@@ -1,25 +1,28 @@
-"""MessageQueries: the store's statements about messages (Store inherits them; one SQL layer)."""
+"""MessageStore: the statements about messages (the Store holds one; one SQL layer)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import orjson
 
 from .errors import NotFound
-from .records import Message, Room, User
+from .records import Line, Message, Room, User
 
-_MESSAGE_COLS = """
-    m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
+# A message row: `m` joined to its author `u`; statements that RETURNING from `messages`
+# alone fill the author columns themselves (_RETURNING).
+_COLS = """m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
     m.client_id, m.reply_to, m.reply_id, m.prompt_tokens, m.completion_tokens, m.created_at,
-    u.username, u.display_name
-"""
-_MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+    u.username, u.display_name"""
+_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+_RETURNING = """RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,
+    client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at"""
 
 
-def _message(r: asyncpg.Record) -> Message:
+def _message(r: Any) -> Message:
     author = None
     if r["author_id"] is not None:
         author = User(r["author_id"], r["username"], r["display_name"])
@@ -32,14 +35,18 @@ def _message(r: asyncpg.Record) -> Message:
     )
 
 
-class MessageQueries:
-    """Messages: seq allocation in the insert itself, paging, replay, AI reply rows."""
+def _room(cid: int, r: Any) -> Room:
+    return Room(cid, r["mode"], r["with_ai"], r["default_model_id"], r["owner_id"])
 
-    pool: asyncpg.Pool
-    history_chars: int  # an AI turn's history budget: older messages past it are not read
 
-    async def insert_user_message(
-        self, conversation_id: int, author: User, content: str, client_id: str | None, history: int = 0,
+class MessageStore:
+    """Messages: seq allocation in the insert itself, AI reply rows with their history, paging, replay."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def insert_user(
+        self, conversation_id: int, author: User, content: str, client_id: str | None,
     ) -> tuple[Message, Room | None]:
         """Store a user message with the next seq, in one round trip that also checks the author
         takes part. Returns (message, its room), or (the already stored one, None) when this
@@ -54,37 +61,21 @@ class MessageQueries:
                 "                                     WHERE conversation_id = $1 AND user_id = $2)"
                 "           RETURNING last_seq, mode, with_ai, default_model_id, owner_id),"
                 " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
-                "       SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c"
-                "       RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
-                "       client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at)"
+                f"       SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c {_RETURNING})"
                 " SELECT m.*, $5::text AS username, $6::text AS display_name,"
-                " c.mode, c.with_ai, c.default_model_id, c.owner_id,"
-                # The AI turn's history rides along, only when the conversation has the AI on.
-                " CASE WHEN $7::int > 0 AND c.with_ai THEN (SELECT coalesce(json_agg(json_build_array("
-                "    h.role, h.status, h.content, hu.display_name) ORDER BY h.seq), '[]')"
-                "  FROM (SELECT role, status, content, author_id, seq,"
-                "               sum(length(content)) OVER (ORDER BY seq DESC) - length(content) AS newer"
-                "        FROM messages WHERE conversation_id = $1 AND seq < c.last_seq"
-                "        ORDER BY seq DESC LIMIT $7) h"
-                "  LEFT JOIN users hu ON hu.id = h.author_id WHERE h.newer < $8) END AS recent"
-                " FROM m, c",
-                conversation_id, author.id, content, client_id, author.username, author.display_name, history,
-                self.history_chars,
+                " c.mode, c.with_ai, c.default_model_id, c.owner_id FROM m, c",
+                conversation_id, author.id, content, client_id, author.username, author.display_name,
             )
         except asyncpg.UniqueViolationError:
-            found = await self.message_by_client_id(conversation_id, author.id, client_id or "")
+            found = await self.by_client_id(conversation_id, author.id, client_id or "")
             if found is None:
                 raise
             return found, None
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")
-        recent = None
-        if row["recent"] is not None:
-            recent = tuple((r[0], r[1], r[2], r[3]) for r in orjson.loads(row["recent"]))
-        room = Room(conversation_id, row["mode"], row["with_ai"], row["default_model_id"], row["owner_id"], recent)
-        return _message(row), room
+        return _message(row), _room(conversation_id, row)
 
-    async def insert_user_messages(
+    async def insert_users(
         self, items: Sequence[tuple[int, User, str, str | None]],
     ) -> list[tuple[Message, Room] | None]:
         """Group commit: store many user messages (conversation, author, content, client_id) in one
@@ -106,61 +97,69 @@ class MessageQueries:
             "              AS seq, c.mode, c.with_ai, c.default_model_id, c.owner_id FROM ok JOIN c ON c.id = ok.cid),"
             " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
             "       SELECT cid, seq, 'user', author, content, client_id FROM numbered ORDER BY cid, seq"
-            "       RETURNING id, conversation_id, seq, content, client_id, created_at)"
-            " SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id"
+            f"       {_RETURNING})"
+            " SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id,"
+            " NULL::text AS username, NULL::text AS display_name"
             " FROM m JOIN numbered n ON n.cid = m.conversation_id AND n.seq = m.seq",
             [i[0] for i in items], [i[1].id for i in items], [i[2] for i in items], [i[3] for i in items],
         )
         out: list[tuple[Message, Room] | None] = [None] * len(items)
         for r in rows:
             cid, author = items[r["ord"] - 1][0], items[r["ord"] - 1][1]
-            msg = Message(id=r["id"], conversation_id=cid, seq=r["seq"], role="user", author=author,
-                          content=r["content"], model_used=None, status="complete", client_id=r["client_id"],
-                          reply_to=None, reply_id=None, prompt_tokens=None, completion_tokens=None,
-                          created_at=r["created_at"])
-            out[r["ord"] - 1] = (msg, Room(cid, r["mode"], r["with_ai"], r["default_model_id"], r["owner_id"]))
+            out[r["ord"] - 1] = (replace(_message(r), author=author), _room(cid, r))
         return out
 
-    async def message_by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
+    async def by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
         row = await self.pool.fetchrow(
-            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
-            " WHERE m.conversation_id = $1 AND m.author_id = $2 AND m.client_id = $3",
+            f"SELECT {_COLS} FROM {_FROM} WHERE m.conversation_id = $1 AND m.author_id = $2 AND m.client_id = $3",
             conversation_id, author_id, client_id,
         )
         return _message(row) if row else None
 
-    async def insert_assistant_message(
-        self, conversation_id: int, reply_to: int | None, reply_id: str, model: str, owner_node: str,
-    ) -> Message:
-        """Store an empty `streaming` reply, which fixes its seq at the start of the turn."""
+    async def start_reply(
+        self, conversation_id: int, trigger_id: int, trigger_seq: int, reply_id: str, model: str,
+        owner_node: str, history_messages: int, history_chars: int,
+    ) -> tuple[Message, list[Line]]:
+        """Store an empty `streaming` reply (which fixes its seq) and read the history it answers,
+        in one round trip. The history is the latest `history_messages` messages up to the trigger,
+        oldest first, as far back as their content fits in `history_chars` characters (the newest
+        one always, cut to the budget); replies that did not complete are left out."""
         row = await self.pool.fetchrow(
             "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
-            "           WHERE id = $1 RETURNING last_seq)"
-            " INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
-            "                       reply_to, reply_id, owner_node)"
-            " SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5 FROM c"
-            " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
-            " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
-            " NULL::text AS username, NULL::text AS display_name",
-            conversation_id, reply_to, reply_id, model, owner_node,
+            "           WHERE id = $1 RETURNING last_seq),"
+            " r AS (INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
+            "                             reply_to, reply_id, owner_node)"
+            f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5 FROM c {_RETURNING}),"
+            " h AS (SELECT role, content, author_id, seq,"
+            "              sum(length(content)) OVER (ORDER BY seq DESC) AS total"
+            "       FROM messages WHERE conversation_id = $1 AND seq <= $6"
+            "         AND (role = 'user' OR (status = 'complete' AND content <> ''))"
+            "       ORDER BY seq DESC LIMIT $7)"
+            " SELECT r.*, NULL::text AS username, NULL::text AS display_name,"
+            "  (SELECT coalesce(json_agg(json_build_array(h.role, right(h.content, $8), hu.display_name)"
+            "                            ORDER BY h.seq), '[]')"
+            "   FROM h LEFT JOIN users hu ON hu.id = h.author_id"
+            "   WHERE h.total <= $8 OR h.total = length(h.content)) AS history"
+            " FROM r",
+            conversation_id, trigger_id, reply_id, model, owner_node, trigger_seq, history_messages, history_chars,
         )
-        return _message(row)
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return _message(row), [Line(role, content, author) for role, content, author in orjson.loads(row["history"])]
 
-    async def finish_assistant_message(
+    async def finish_reply(
         self, message_id: int, content: str, status: str, model_used: str,
         prompt_tokens: int | None, completion_tokens: int | None,
     ) -> Message:
         row = await self.pool.fetchrow(
             "UPDATE messages SET content = $2, status = $3, model_used = $4, prompt_tokens = $5,"
-            " completion_tokens = $6, updated_at = now() WHERE id = $1"
-            " RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,"
-            " client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at,"
+            f" completion_tokens = $6, updated_at = now() WHERE id = $1 {_RETURNING},"
             " NULL::text AS username, NULL::text AS display_name",
             message_id, content, status, model_used, prompt_tokens, completion_tokens,
         )
         return _message(row)
 
-    async def messages(
+    async def page(
         self, conversation_id: int, *, after: int | None, before: int | None, limit: int,
     ) -> tuple[list[Message], bool]:
         """A page by seq, ascending; has_more says another page lies beyond it."""
@@ -176,7 +175,7 @@ class MessageQueries:
         order = "ASC" if after is not None and before is None else "DESC"
         args.append(limit + 1)
         rows = await self.pool.fetch(
-            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
+            f"SELECT {_COLS} FROM {_FROM} WHERE {' AND '.join(where)}"
             f" ORDER BY m.seq {order} LIMIT ${len(args)}", *args,
         )
         has_more = len(rows) > limit
@@ -185,15 +184,16 @@ class MessageQueries:
             page.reverse()
         return page, has_more
 
-    async def messages_after(self, conversation_id: int, after: int, cap: int) -> tuple[list[Message], int]:
-        """Replay for a resuming subscriber: up to `cap` messages after `after`, and last_seq."""
+    async def replay(self, conversation_id: int, after: int, cap: int) -> tuple[list[Message], int]:
+        """For a resuming subscriber: every message after `after` if there are at most `cap`
+        (else none), and the conversation's last_seq."""
         async with self.pool.acquire() as con:
             last_seq = await con.fetchval("SELECT last_seq FROM conversations WHERE id = $1", conversation_id)
             if last_seq is None or last_seq - after > cap or last_seq <= after:
                 return [], last_seq or 0
             rows = await con.fetch(
-                f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM}"
-                " WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq",
+                f"SELECT {_COLS} FROM {_FROM} WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq <= $3"
+                " ORDER BY m.seq",
                 conversation_id, after, last_seq,
             )
             return [_message(r) for r in rows], last_seq
@@ -202,22 +202,10 @@ class MessageQueries:
         return await self.pool.fetchval(
             "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
 
-    async def recent_messages(self, conversation_id: int, before_seq: int, limit: int) -> list[Message]:
-        """The history an AI turn sees: the latest `limit` messages below `before_seq`, ascending,
-        stopping once the newer ones already fill the character budget."""
-        rows = await self.pool.fetch(
-            f"SELECT * FROM (SELECT {_MESSAGE_COLS},"
-            "  sum(length(m.content)) OVER (ORDER BY m.seq DESC) - length(m.content) AS newer"
-            f"  FROM {_MESSAGE_FROM} WHERE m.conversation_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3) h"
-            " WHERE h.newer < $4",
-            conversation_id, before_seq, limit, self.history_chars,
-        )
-        return [_message(r) for r in reversed(rows)]
-
-    async def reply_to_message(self, message_id: int) -> Message | None:
+    async def reply_to(self, message_id: int) -> Message | None:
+        """The first AI reply to a message, if one was started."""
         row = await self.pool.fetchrow(
-            f"SELECT {_MESSAGE_COLS} FROM {_MESSAGE_FROM} WHERE m.reply_to = $1 ORDER BY m.id LIMIT 1",
-            message_id,
+            f"SELECT {_COLS} FROM {_FROM} WHERE m.reply_to = $1 ORDER BY m.id LIMIT 1", message_id,
         )
         return _message(row) if row else None
 

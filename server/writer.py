@@ -3,43 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from .errors import NotFound
 from .records import Message, Room, User
-from .store import DuplicateKey, Store
+from .store import DuplicateKey
+from .store_messages import MessageStore
 
-log = logging.getLogger("chat.writer")
-
-Item = tuple[int, User, str, "str | None", int]  # conversation, author, content, client_id, history
+Item = tuple[int, User, str, "str | None"]  # conversation, author, content, client_id
+Stored = tuple[Message, "Room | None"]
 
 
 class MessageWriter:
     """Sends that arrive while a write is in flight go out together, in one statement and one
     commit, as soon as it returns. An idle server writes each send at once, so a lone message
-    waits for nothing; a busy one pays one commit per batch instead of one per message."""
+    waits for nothing; a busy one pays one commit per batch instead of one per message.
 
-    def __init__(self, store: Store, max_batch: int = 128) -> None:
-        self.store = store
+    Order: sends are stored, and their seqs handed out, in the order `insert` is *called*
+    (its first step takes the send's place synchronously). A caller that must keep an order
+    between its sends calls `insert` with no await before it."""
+
+    def __init__(self, messages: MessageStore, max_batch: int = 128) -> None:
+        self.messages = messages
         self.max_batch = max_batch
-        self._pending: list[tuple[Item, asyncio.Future[tuple[Message, Room | None]]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Stored]]] = []
         self._busy = False  # a write is in flight; new sends wait for the next batch
 
-    async def insert(self, cid: int, author: User, content: str, client_id: str | None,
-                     history: int = 0) -> tuple[Message, Room | None]:
-        """Store.insert_user_message's contract; only a message written alone carries its history
-        (`room.recent`), as a batch is busy enough that its turns read history when they run."""
-        item = (cid, author, content, client_id, history)
+    async def insert(self, cid: int, author: User, content: str, client_id: str | None) -> Stored:
+        """MessageStore.insert_user's contract, batched with whatever else is being sent."""
         if not self._busy:
             # Idle: write it here, now, alone (no task, no wait); sends arriving meanwhile
             # queue up and go out together when it returns.
             self._busy = True
             try:
-                return await self.store.insert_user_message(cid, author, content, client_id, history)
+                return await self.messages.insert_user(cid, author, content, client_id)
             finally:
                 self._release()
-        fut: asyncio.Future[tuple[Message, Room | None]] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
+        fut: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._pending.append(((cid, author, content, client_id), fut))
         return await asyncio.shield(fut)  # a cancelled sender must not lose its place in a batch
 
     def _release(self) -> None:
@@ -56,10 +56,10 @@ class MessageWriter:
         finally:
             self._release()
 
-    async def _write(self, batch: list[tuple[Item, asyncio.Future[tuple[Message, Room | None]]]]) -> None:
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[Stored]]]) -> None:
         if len(batch) > 1:
             try:
-                results = await self.store.insert_user_messages([item[:4] for item, _ in batch])
+                results = await self.messages.insert_users([item for item, _ in batch])
             except DuplicateKey:
                 pass  # a resent client_id in the batch: one at a time finds which, below
             except Exception as e:
@@ -74,8 +74,8 @@ class MessageWriter:
                     else:
                         fut.set_result(result)
                 return
-        for (cid, author, content, client_id, history), fut in batch:
+        for (cid, author, content, client_id), fut in batch:
             try:
-                fut.set_result(await self.store.insert_user_message(cid, author, content, client_id, history))
+                fut.set_result(await self.messages.insert_user(cid, author, content, client_id))
             except Exception as e:
                 fut.set_exception(e)

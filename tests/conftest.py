@@ -80,8 +80,9 @@ class Running:
     server: ChatServer
 
     @property
-    def services(self) -> Any:
-        return self.app.state.services
+    def node(self) -> Any:
+        """The server's Node (the lifespan's state), for tests that look inside."""
+        return self.server.lifespan.state["node"]
 
 
 @contextlib.asynccontextmanager

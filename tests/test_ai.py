@@ -359,10 +359,12 @@ async def test_restart_marks_this_nodes_streaming_replies_interrupted(database_u
         u = await c.user()
         conv = await u.conversation(with_ai=False)
         m = (await u.send(conv["id"], "q")).body["message"]
-        store = srv.services.store
+        store = srv.node.store
         # What a crash leaves behind: a reply still `streaming`, owned by this node and another.
-        mine = await store.insert_assistant_message(conv["id"], m["id"], "r-crash", "echo:echo", "crashy")
-        theirs = await store.insert_assistant_message(conv["id"], m["id"], "r-other", "echo:echo", "other-node")
+        mine, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-crash", "echo:echo",
+                                                   "crashy", 40, 1000)
+        theirs, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-other", "echo:echo",
+                                                     "other-node", 40, 1000)
     async with running_server(database_url, node_id="crashy") as srv:
         page = await Client(http, srv.base_url, srv.ws_url).call("GET", f"/conversations/{conv['id']}/messages",
                                                                  u.token)

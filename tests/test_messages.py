@@ -153,7 +153,7 @@ async def test_commit_order_equals_seq_order_under_concurrent_writers(database_u
 
         async def writer(w: int) -> None:
             for i in range(20):
-                await store.insert_user_message(conv.id, author, f"w{w} m{i}", None)
+                await store.messages.insert_user(conv.id, author, f"w{w} m{i}", None)
 
         readers = [asyncio.ensure_future(reader()) for _ in range(2)]
         await asyncio.gather(*(writer(w) for w in range(10)))

@@ -72,7 +72,7 @@ async def test_model_list_never_waits_on_a_slow_node(postgres_url: str, http: An
         r = await admin.call("POST", "/ai/nodes", {"name": "Slowpoke", "kind": "ollama", "base_url": ollama.url})
         assert r.status == 201 and r.body["healthy"] is True
         ollama.model_delay = 30  # the next health check hangs
-        registry = srv.services.registry
+        registry = srv.node.registry
         check = asyncio.ensure_future(registry.check_all())
         await asyncio.sleep(0.1)
         models = await asyncio.wait_for(admin.call("GET", "/ai/models"), 1.0)
@@ -90,11 +90,11 @@ async def test_node_health_changes_on_the_next_check(postgres_url: str, http: An
         r = await admin.call("POST", "/ai/nodes", {"name": "Flaky", "kind": "ollama", "base_url": ollama.url})
         nid = r.body["id"]
         ollama.fail_status = 500
-        await srv.services.registry.check_all()
+        await srv.node.registry.check_all()
         node = next(n for n in (await admin.call("GET", "/ai/nodes")).body["nodes"] if n["id"] == nid)
         assert node["healthy"] is False
         ollama.fail_status = None
         ollama.models = ["m", "new-model"]
-        await srv.services.registry.check_all()
+        await srv.node.registry.check_all()
         node = next(n for n in (await admin.call("GET", "/ai/nodes")).body["nodes"] if n["id"] == nid)
         assert node["healthy"] is True and f"client:{nid}:new-model" in node["models"]

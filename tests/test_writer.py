@@ -34,7 +34,7 @@ async def test_concurrent_sends_share_commits_and_keep_seq_order(store: Store) -
     a, b = await person(store), await person(store)
     c1 = await store.create_conversation(a.id, "one", "group", False, None, [b.id])
     c2 = await store.create_conversation(b.id, "two", "solo", False, None, [])
-    writer = MessageWriter(store, max_batch=16)
+    writer = MessageWriter(store.messages, max_batch=16)
     jobs = [(c1.id, a, f"a{i}") for i in range(20)] + [(c1.id, b, f"b{i}") for i in range(20)] + \
            [(c2.id, b, f"c{i}") for i in range(20)]
     results = await asyncio.gather(*(writer.insert(cid, who, text, None) for cid, who, text in jobs))
@@ -55,7 +55,7 @@ async def test_concurrent_sends_share_commits_and_keep_seq_order(store: Store) -
 async def test_a_stranger_in_a_batch_gets_not_found_and_the_rest_are_stored(store: Store) -> None:
     a, stranger = await person(store), await person(store)
     conv = await store.create_conversation(a.id, "mine", "solo", False, None, [])
-    writer = MessageWriter(store)
+    writer = MessageWriter(store.messages)
     outcome = await asyncio.gather(writer.insert(conv.id, a, "one", None), writer.insert(conv.id, stranger, "x", None),
                                    writer.insert(conv.id, a, "two", None), return_exceptions=True)
     assert isinstance(outcome[1], NotFound)
@@ -65,8 +65,8 @@ async def test_a_stranger_in_a_batch_gets_not_found_and_the_rest_are_stored(stor
 async def test_a_resent_client_id_in_a_batch_returns_the_stored_message(store: Store) -> None:
     a = await person(store)
     conv = await store.create_conversation(a.id, "dup", "solo", False, None, [])
-    first, _ = await store.insert_user_message(conv.id, a, "original", "k1")
-    writer = MessageWriter(store)
+    first, _ = await store.messages.insert_user(conv.id, a, "original", "k1")
+    writer = MessageWriter(store.messages)
     out = await asyncio.gather(writer.insert(conv.id, a, "new", "k2"), writer.insert(conv.id, a, "again", "k1"),
                                writer.insert(conv.id, a, "newer", None))
     assert out[1][0].id == first.id and out[1][1] is None  # the duplicate, as stored

@@ -1,0 +1,190 @@
+"""Node: the one domain facade both transports call (REST routes and the socket endpoint).
+
+Modelled on Centrifuge's Node: the transports parse input into typed commands and turn
+results and errors into their own shapes; every rule and every side effect is here or in
+the collaborators the lifespan builds and hands in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from providers.registry import Registry
+
+from . import protocol
+from .auth import Auth
+from .connection import Connection
+from .conversations import Conversations
+from .errors import Forbidden, Invalid, NotFound
+from .events import Event
+from .hub import Hub
+from .inputs import ConversationChanges, Login, NewConversation, NewNode, Registration
+from .nodes import Nodes
+from .protocol import SendMessage, Subscribe, Typing
+from .records import Conversation, Message, User, catalog_wire
+from .routing import Router
+from .settings import Settings
+from .store import Store
+from .turns import Turn, Turns
+from .writer import MessageWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a send produced: the stored message, the AI turn it started, whether it was a resend."""
+
+    message: Message
+    turn: Turn | None
+    ai: dict[str, Any] | None
+    duplicate: bool
+
+
+class Node:
+    """Send, subscribe and resume, typing, cancel, conversations, accounts, models."""
+
+    def __init__(self, settings: Settings, store: Store, auth: Auth, hub: Hub, router: Router,
+                 conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes) -> None:
+        self.settings = settings
+        self.store = store
+        self.auth = auth
+        self.hub = hub
+        self.router = router
+        self.conversations = conversations
+        self.turns = turns
+        self.registry = registry
+        self.nodes = nodes
+        self.writer = MessageWriter(store.messages)
+
+    # -- accounts ---------------------------------------------------------------
+
+    async def user(self, token: str | None) -> User:
+        return await self.auth.user(token)
+
+    async def register(self, reg: Registration) -> tuple[str, User]:
+        return await self.auth.register(reg.username, reg.password, reg.display_name)
+
+    async def login(self, login: Login) -> tuple[str, User]:
+        return await self.auth.login(login.username, login.password)
+
+    async def logout(self, token: str) -> None:
+        await self.auth.logout(token)
+
+    # -- conversations ----------------------------------------------------------
+
+    async def conversations_of(self, user: User) -> list[Conversation]:
+        return await self.conversations.of(user)
+
+    async def conversation(self, user: User, cid: int) -> Conversation:
+        return await self.conversations.visible(cid, user)
+
+    async def create_conversation(self, user: User, new: NewConversation) -> Conversation:
+        return await self.conversations.create(user, new)
+
+    async def update_conversation(self, user: User, cid: int, changes: ConversationChanges) -> Conversation:
+        return await self.conversations.update(cid, user, changes)
+
+    async def add_participants(self, user: User, cid: int, usernames: list[str]) -> Conversation:
+        return await self.conversations.add(cid, user, usernames)
+
+    async def remove_participant(self, user: User, cid: int, user_id: int) -> Conversation:
+        return await self.conversations.remove(cid, user, user_id)
+
+    # -- messages ---------------------------------------------------------------
+
+    async def send(self, user: User, cmd: SendMessage) -> Sent:
+        """Store first, then fan out and start the AI turn; a repeated client_id changes nothing.
+
+        Order: a socket's pipelined sends are stored in the order this is called, because
+        nothing here awaits before the writer takes the send (MessageWriter.insert's first
+        step is synchronous). Keep it that way: an await above the insert reorders them."""
+        if cmd.model is not None:
+            self.router.check(cmd.model)
+        msg, room = await self.writer.insert(cmd.conversation_id, user, cmd.content, cmd.client_id)
+        if room is None:
+            turn = self.turns.for_trigger(msg.id)
+            ai = turn.info() if turn else await self._past_reply(msg)
+            return Sent(msg, turn, ai, True)
+        self.hub.publish(msg.conversation_id, protocol.message_event(msg))
+        turn = self.turns.start(room, msg, cmd.model, user) if room.with_ai and cmd.ai else None
+        return Sent(msg, turn, turn.info() if turn else None, False)
+
+    async def _past_reply(self, msg: Message) -> dict[str, Any] | None:
+        reply = await self.store.messages.reply_to(msg.id)
+        if reply is None or reply.reply_id is None:
+            return None
+        return protocol.ai_info(reply.reply_id, reply.model_used, None)
+
+    async def page(self, user: User, cid: int, after: int | None, before: int | None,
+                   limit: int) -> tuple[list[Message], bool]:
+        await self.conversations.visible(cid, user)
+        return await self.store.messages.page(cid, after=after, before=before, limit=limit)
+
+    async def cancel(self, user: User, reply_id: str) -> None:
+        await self.turns.cancel(reply_id, user)
+
+    # -- live -------------------------------------------------------------------
+
+    async def subscribe(self, conn: Connection, cmd: Subscribe, ref: Any) -> None:
+        """Listen first, then read: a message stored while the replay query runs is held in the
+        subscription's buffer and sent after the replay unless the replay had it. Then the
+        replay, `subscribed` (with who is present and the replies streaming now), and live frames."""
+        cid, after, hub = cmd.conversation_id, cmd.after, self.hub
+        limit = self.settings.ws_max_subscriptions
+        if not hub.is_subscribed(conn, cid) and len(conn.subscriptions) >= limit:
+            raise Invalid("conversation_id", f"at most {limit} subscriptions", max=limit)
+        await self.conversations.visible(cid, conn.user)
+        await hub.subscribe(conn, cid)
+        try:
+            if after is None:
+                replay, last_seq = [], await self.store.messages.last_seq(cid)
+            else:
+                replay, last_seq = await self.store.messages.replay(cid, after, self.settings.replay_cap)
+            present = hub.join(conn, cid)
+        except BaseException:
+            hub.unsubscribe(conn, cid)
+            raise
+        # recovered: the client named a position and every message after it was replayed
+        recovered = after is not None and after <= last_seq and len(replay) == last_seq - after
+        streaming = self.turns.streaming(cid)
+        frames = [protocol.encode(protocol.message(m)) for m in replay]
+        frames.append(protocol.encode(protocol.subscribed(cid, ref, last_seq, recovered, present, streaming)))
+        hub.go_live(conn, cid, last_seq, frames, {live.reply_id: live.step for live in streaming})
+
+    def unsubscribe(self, conn: Connection, cid: int) -> None:
+        self.hub.unsubscribe(conn, cid)
+
+    def typing(self, conn: Connection, cmd: Typing, publish: bool = True) -> None:
+        if not self.hub.is_subscribed(conn, cmd.conversation_id):
+            raise Invalid("conversation_id", "subscribe to the conversation before sending typing")
+        if not publish:
+            return
+        frame = protocol.typing(cmd.conversation_id, conn.user, cmd.state)
+        self.hub.publish(cmd.conversation_id, Event(protocol.encode(frame), skip_user=conn.user.id))
+
+    def forget(self, conn: Connection) -> None:
+        """A closed connection leaves every conversation."""
+        self.hub.drop(conn)
+
+    # -- models and AI nodes ----------------------------------------------------
+
+    def models(self) -> dict[str, Any]:
+        return catalog_wire(self.registry)
+
+    async def ai_nodes(self) -> list[dict[str, Any]]:
+        return await self.nodes.list()
+
+    async def add_ai_node(self, user: User, new: NewNode) -> dict[str, Any]:
+        if not user.is_admin:
+            raise Forbidden("only an admin may register AI nodes")
+        return await self.nodes.create(user, new)
+
+    async def remove_ai_node(self, user: User, node_id: int) -> None:
+        if not user.is_admin:
+            raise Forbidden("only an admin may remove AI nodes")
+        if not await self.nodes.delete(node_id):
+            raise NotFound("no such node")
+
+    # -- operations -------------------------------------------------------------
+
+    async def ready(self) -> None:
+        await self.store.ping()
