@@ -25,8 +25,7 @@ class PausableSend:
 async def started(max_queue: int = 10) -> tuple[Connection, PausableSend]:
     send = PausableSend()
     conn = Connection(User(1, "u", "u"), send, max_queue)
-    conn.start()
-    await asyncio.sleep(0)  # the writer parks
+    conn.start()  # idle: no writer task exists until a write has to wait
     return conn, send
 
 

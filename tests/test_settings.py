@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.routing import Router
 from server.settings import load_settings
-from providers.registry import Registry
 
 
 def test_flags_beat_environment_beat_toml(tmp_path: Path) -> None:
@@ -40,16 +38,3 @@ def test_unknown_toml_setting_is_an_error(tmp_path: Path) -> None:
     toml.write_text("[server]\nprot = 1\n")
     with pytest.raises(ValueError, match="prot"):
         load_settings({"config_path": str(toml)}, env={})
-
-
-def test_the_chain_picks_the_first_tier_that_names_a_model() -> None:
-    router = Router(Registry("echo:echo"))
-    c = router.choose("openai:a", "anthropic:b")
-    assert (c.model, c.tier, c.fallbacks) == ("openai:a", "message", (("anthropic:b", "conversation"),
-                                                                       ("echo:echo", "system")))
-    c = router.choose(None, "anthropic:b")
-    assert (c.model, c.tier) == ("anthropic:b", "conversation")
-    c = router.choose(None, None)
-    assert (c.model, c.tier, c.fallbacks) == ("echo:echo", "system", ())
-    c = router.choose("echo:echo", "echo:echo")
-    assert (c.tier, c.fallbacks) == ("message", ())

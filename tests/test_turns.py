@@ -1,4 +1,4 @@
-"""AI turns end to end: real fake providers over HTTP, a real server, real sockets."""
+"""Turns end to end: real fake providers over HTTP, a real server, real sockets."""
 
 from __future__ import annotations
 
@@ -169,7 +169,8 @@ async def test_provider_failure_after_tokens_stores_the_partial_as_error(ai: Rig
 
 @pytest.mark.parametrize("status,body", [(429, {"error": {"message": "Rate limit reached", "type": "rate"}}),
                                          (502, "<html><body><h1>502 Bad Gateway</h1></body></html>")])
-async def test_provider_http_errors_end_in_ai_error_with_a_clear_message(ai: Rig, status: int, body: Any) -> None:
+async def test_provider_http_errors_before_the_first_token_fall_back_to_the_next_tier(
+        ai: Rig, status: int, body: Any) -> None:
     ai.openai.fail_status, ai.openai.fail_body = status, body
     ai.openai.fail_content_type = "text/html" if isinstance(body, str) else None
     u, c, s = await room(ai)
@@ -184,13 +185,38 @@ async def test_provider_http_errors_end_in_ai_error_with_a_clear_message(ai: Rig
     await s.close()
 
 
-async def test_failure_with_no_lower_tier_left_is_an_ai_error(ai: Rig) -> None:
+async def test_fallback_walks_down_every_tier_and_each_start_names_its_own_tier(ai: Rig) -> None:
     ai.openai.fail_status = 503
     u, c, s = await room(ai, default_model_id="openai:gpt-a")
     await u.send(c["id"], "hi", model="openai:gpt-b")  # both openai; then echo answers
     frames = await turn_frames(s)
-    assert [f["model"] for f in frames if f["type"] == "ai.start"] == ["openai:gpt-b", "openai:gpt-a", "echo:echo"]
+    starts = [(f["model"], f["tier"]) for f in frames if f["type"] == "ai.start"]
+    assert starts == [("openai:gpt-b", "message"), ("openai:gpt-a", "conversation"), ("echo:echo", "system")]
+    assert frames[-1]["type"] == "ai.done" and frames[-1]["model"] == "echo:echo"
     await s.close()
+
+
+async def test_http_errors_with_no_lower_tier_left_end_in_ai_error_with_the_providers_reason(
+        database_url: str, http: Any) -> None:
+    async with FakeOpenAI() as oa:
+        cfg = ProviderConfig("openai", "openai", "OpenAI", base_url=oa.base_url, models=("gpt-a",))
+        async with running_server(database_url, providers=(cfg,), default_model="openai:gpt-a") as srv:
+            u = await Client(http, srv.base_url, srv.ws_url).user("ai")
+            c = await u.conversation()
+            s = await u.ws()
+            await s.subscribe(c["id"])
+            cases = [(429, {"error": {"message": "Rate limit reached", "type": "rate"}}, "Rate limit reached"),
+                     (500, "<html>Internal Server Error</html>", "500")]
+            for status, body, reason in cases:
+                oa.fail_status, oa.fail_body = status, body
+                oa.fail_content_type = "text/html" if isinstance(body, str) else None
+                await u.send(c["id"], "hi")
+                frames = await turn_frames(s)
+                end = frames[-1]
+                assert [f["model"] for f in frames if f["type"] == "ai.start"] == ["openai:gpt-a"]
+                assert end["type"] == "ai.error" and end["code"] == "provider_error" and reason in end["message"]
+                assert end["message_obj"]["status"] == "error" and end["message_obj"]["content"] == ""
+            await s.close()
 
 
 async def test_stalled_provider_hits_the_idle_timeout(ai: Rig) -> None:

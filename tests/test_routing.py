@@ -1,0 +1,49 @@
+"""The three-tier chain, pure; and the router's checks against a registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from providers.echo import EchoProvider
+from providers.registry import Backend, Registry
+from server.errors import UnknownModel
+from server.routing import Router, choose
+
+
+def test_the_chain_picks_the_first_tier_that_names_a_model_and_keeps_the_rest_as_fallbacks() -> None:
+    c = choose("openai:a", "anthropic:b", "echo:echo")
+    assert (c.model, c.tier, c.fallbacks) == ("openai:a", "message", (("anthropic:b", "conversation"),
+                                                                       ("echo:echo", "system")))
+    c = choose(None, "anthropic:b", "echo:echo")
+    assert (c.model, c.tier, c.fallbacks) == ("anthropic:b", "conversation", (("echo:echo", "system"),))
+    c = choose(None, None, "echo:echo")
+    assert (c.model, c.tier, c.fallbacks) == ("echo:echo", "system", ())
+
+
+def test_a_lower_tier_naming_a_model_already_chosen_is_no_fallback() -> None:
+    c = choose("echo:echo", "echo:echo", "echo:echo")
+    assert (c.tier, c.fallbacks) == ("message", ())
+    c = choose("openai:a", "echo:echo", "openai:a")
+    assert c.fallbacks == (("echo:echo", "conversation"),)
+
+
+def test_the_router_uses_the_registrys_current_default_for_the_system_tier() -> None:
+    registry = Registry("echo:echo")
+    router = Router(registry)
+    assert router.choose(None, None).model == "echo:echo"
+    registry.default_model_id = "echo:other"
+    assert router.choose(None, None).model == "echo:other"
+
+
+def test_unknown_or_malformed_model_ids_are_the_contracts_unknown_model() -> None:
+    registry = Registry("echo:echo")
+    registry.add(Backend("echo", "Echo", "echo", EchoProvider(delay=0), ["echo"]))
+    router = Router(registry)
+    router.check("echo:echo")
+    assert router.resolve("echo:echo")[1] == "echo"
+    for bad in ("echo:nope", "nope:echo", "no colon"):
+        with pytest.raises(UnknownModel) as info:
+            router.check(bad)
+        assert info.value.code == "unknown_model" and info.value.details == {"model": bad}
+        with pytest.raises(UnknownModel):
+            router.resolve(bad)
