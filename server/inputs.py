@@ -109,6 +109,8 @@ def mode(body: dict[str, Any], default: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
+    """POST /auth/register."""
+
     username: str
     password: str
     display_name: str
@@ -116,12 +118,16 @@ class Registration:
 
 @dataclass(frozen=True, slots=True)
 class Login:
+    """POST /auth/token."""
+
     username: str
     password: str
 
 
 @dataclass(frozen=True, slots=True)
 class NewConversation:
+    """POST /conversations; participants by username, the owner left out later."""
+
     title: str
     mode: str
     with_ai: bool
@@ -149,6 +155,8 @@ class ConversationChanges:
 
 @dataclass(frozen=True, slots=True)
 class NewNode:
+    """POST /ai/nodes: a machine an admin registers (its URL may carry credentials)."""
+
     name: str
     kind: str
     base_url: str

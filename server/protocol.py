@@ -20,17 +20,23 @@ from .settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Authenticate:
+    """`auth`: the first frame, when no header or query token was given."""
+
     token: str
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    """`subscribe`: listen, replaying what came after `after` when given."""
+
     conversation_id: int
     after: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
+    """`unsubscribe`."""
+
     conversation_id: int
 
 
@@ -47,17 +53,23 @@ class SendMessage:
 
 @dataclass(frozen=True, slots=True)
 class Typing:
+    """`typing`: a hint for the room, dropped when over its rate."""
+
     conversation_id: int
     state: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
+    """`ai.cancel`: stop a reply being generated."""
+
     reply_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """`ping`: answered with `pong`."""
+
     pass
 
 

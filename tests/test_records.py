@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import aiohttp
 import pytest
 
 from providers.base import Timeouts
@@ -19,12 +17,6 @@ from tests.fakes import FakeOllama
 from tests.test_providers_registry import make_registry
 
 FAST = Timeouts(connect=1.0, first_token=1.0, idle=1.0, total=5.0)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def test_rfc3339_is_utc_with_milliseconds_and_a_z() -> None:
