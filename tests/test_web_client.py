@@ -76,7 +76,10 @@ class Rig:
                                              "localStorage": [{"name": "chat.token", "value": user.token}]}]}
         ctx = await self.browser.new_context(storage_state=state if signed_in else None,
                                              viewport=viewport or {"width": 1280, "height": 800},
-                                             color_scheme=color_scheme)
+                                             color_scheme=color_scheme,
+                                             # Playwright's string predicates need eval; with the page's CSP
+                                             # off, the XSS test checks the renderer itself, not the CSP.
+                                             bypass_csp=True)
         page = await ctx.new_page()
         p = Person(user, ctx, page)
         p.rig = self  # type: ignore[attr-defined]
@@ -165,3 +168,299 @@ async def test_sign_up_then_taken_name_and_wrong_password_show_clear_messages(we
     await page.fill("input[name=password]", "a good password")
     await page.click("form.auth-form button[type=submit]")
     await page.wait_for_selector(".me strong:text('Newcomer')")
+
+
+async def test_rate_limited_sign_in_says_when_to_try_again(postgres_url: str, http: Any) -> None:
+    database = await fresh_database(postgres_url)
+    pw, browser = await launch()
+    try:
+        async with running_server(database, auth_rate_per_second=0.05, auth_rate_burst=2) as srv:
+            ctx = await browser.new_context(bypass_csp=True)
+            page = await ctx.new_page()
+            await page.goto(srv.base_url + "/")
+            for _ in range(3):
+                await page.fill("input[name=username]", "nobody")
+                await page.fill("input[name=password]", "wrong")
+                await page.click("form.auth-form button[type=submit]")
+                await page.wait_for_selector(".auth-form .form-error:not([hidden])")
+            text = await page.inner_text(".auth-form .form-error")
+            assert text.startswith("Too many attempts. Try again in ") and "second" in text, text
+            await ctx.close()
+    finally:
+        await browser.close()
+        await pw.stop()
+
+
+# -- 4, 5. model selector and Route ----------------------------------------------------------------
+
+
+async def test_alice_sets_the_room_model_and_bob_sees_it_live_and_after_reload(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob)
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    header = ".room-header .model-button"
+    # Nothing set: the server default (echo) at the system tier, visible to both.
+    for p in (alice, bob):
+        await p.page.wait_for_selector(f"{header}[data-model='echo:echo'][data-tier='system']")
+    await alice.page.click(header)
+    picker = alice.page.locator(".picker")
+    await picker.locator("input.search").fill("sonnet")
+    assert await picker.locator("button.model").count() == 1
+    await alice.page.screenshot(path=shot_path("models-open"))
+    await picker.locator("button.model[data-model='anthropic:claude-sonnet-4']").click()
+    await picker.wait_for(state="hidden")
+    for p in (alice, bob):
+        await p.page.wait_for_selector(f"{header}[data-model='anthropic:claude-sonnet-4'][data-tier='conversation']")
+        assert "claude-sonnet-4" in await p.page.inner_text(header)
+    stored = (await alice.user.call("GET", f"/conversations/{conv['id']}")).body
+    assert stored["default_model_id"] == "anthropic:claude-sonnet-4"
+    await bob.page.reload()
+    await bob.page.wait_for_selector(f"{header}[data-model='anthropic:claude-sonnet-4']")
+    # Bob is not the owner: his selector is read-only, with the reason.
+    await bob.page.click(header)
+    await bob.page.wait_for_selector(".picker .note:text('Only Alice (the owner)')")
+    assert await bob.page.locator(".picker button.model:not([disabled])").count() == 0
+    await bob.page.keyboard.press("Escape")
+    await bob.page.locator(".picker").wait_for(state="hidden")
+
+
+async def test_bob_routes_one_message_and_the_next_goes_back_to_the_room_default(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="anthropic:claude-sonnet-4")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await bob.page.click(".route-button")
+    await bob.page.click(".picker button.model[data-model='openai:gpt-4o']")
+    await bob.page.wait_for_selector(".route-chip:not([hidden]) strong[data-model='openai:gpt-4o']")
+    await bob.page.wait_for_selector(".room-header .model-button[data-model='openai:gpt-4o'][data-tier='message']")
+    await bob.send("Summarize our plan")
+    for p in (alice, bob):
+        ai = await p.last_ai_done()
+        assert await ai.get_attribute("data-status") == "complete"
+        assert await ai.locator(".model-chip").inner_text() == "AI • gpt-4o"
+        assert await ai.locator(".tier").get_attribute("data-tier") == "message"
+        assert await ai.locator(".body").inner_text() == "Hello, world!"
+    # The override was for one message: the picker state cleared, the next reply uses the room default.
+    assert await bob.page.locator(".route-chip").is_hidden()
+    await bob.page.wait_for_selector(".room-header .model-button[data-tier='conversation']")
+    await bob.send("And now?")
+    await bob.page.wait_for_function("document.querySelectorAll('.msg.ai').length === 2")
+    for p in (alice, bob):
+        ai = await p.last_ai_done()
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
+        assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
+    assert web.openai.requests[-1].json["model"] == "gpt-4o"
+    assert web.anthropic.requests[-1].json["model"] == "claude-sonnet-4"
+
+
+async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None:
+    web.openai.fail_status = 500
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="anthropic:claude-haiku-4")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o-mini']")
+    await alice.send("try the other one")
+    for p in (alice, bob):
+        ai = await p.last_ai_done()
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-haiku-4"
+        assert await ai.locator(".fallback").inner_text() == "fallback from gpt-4o-mini"
+        assert await ai.get_attribute("data-status") == "complete"
+
+
+async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_ones_disabled(web: Rig) -> None:
+    async with FakeOllama(models=("llama3.1:8b", "qwen2.5:14b")) as studio, FakeOllama(models=("mistral:7b",)) as laptop:
+        for name, fake in (("Mac Studio", studio), ("Old laptop", laptop)):
+            r = await web.admin.call("POST", "/ai/nodes", {"name": name, "kind": "ollama", "base_url": fake.url})
+            assert r.status == 201, r.body
+        laptop_id = r.body["id"]
+        laptop.fail_status = 500  # the next scheduled check finds it down
+        alice = await web.person("alice", "Alice")
+        conv = await alice.user.conversation(title="Models")
+        await alice.open(conv["id"])
+        await alice.page.wait_for_function(
+            f"fetch('/ai/models', {{headers: {{Authorization: 'Bearer ' + localStorage.getItem('chat.token')}}}})"
+            f".then(r => r.json()).then(b => b.providers.some(p => p.id === 'client:{laptop_id}' && !p.node.healthy))")
+        await alice.page.evaluate("chatApp.actions.refreshModels(true)")
+        await alice.page.click(".room-header .model-button")
+        picker = alice.page.locator(".picker")
+        groups = await picker.locator(".provider .provider-name").all_inner_texts()
+        assert [g.lower() for g in groups[:3]] == ["echo (built-in)", "openai", "anthropic"]
+        studio_group = picker.locator(f".provider[data-provider='client:{laptop_id - 1}']")
+        assert "Mac Studio" in await studio_group.inner_text() and " ms" in await studio_group.inner_text()
+        assert await studio_group.locator(".health").inner_text() == "healthy"
+        down = picker.locator(f"button.model[data-model='client:{laptop_id}:mistral:7b']")
+        assert await down.is_disabled()
+        assert await down.locator(".reason").inner_text() == "node Old laptop is unreachable"
+        assert await picker.locator(f"button.model[data-model='client:{laptop_id - 1}:llama3.1:8b']").is_enabled()
+        await alice.page.screenshot(path=shot_path("models"))
+        await picker.locator("input.search").fill("qwen")
+        assert await picker.locator("button.model").all_inner_texts() == [
+            f"qwen2.5:14b\nclient:{laptop_id - 1}:qwen2.5:14b"]
+        await picker.locator("input.search").press("Enter")  # picks the only match
+        await alice.page.wait_for_selector(f".room-header .model-button[data-model='client:{laptop_id - 1}:qwen2.5:14b']")
+        for node in (await web.admin.call("GET", "/ai/nodes")).body["nodes"]:
+            await web.admin.call("DELETE", f"/ai/nodes/{node['id']}")
+
+
+# -- 6. settings ---------------------------------------------------------------------------------
+
+
+async def test_member_reads_settings_without_controls_and_a_forced_put_shows_403_inline(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, title="Roadmap")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await bob.page.click(".room-header [aria-label='Room settings']")
+    panel = bob.page.locator(".settings")
+    await panel.wait_for()
+    assert await panel.get_attribute("data-role") == "member"
+    assert await panel.locator("dd.title").inner_text() == "Roadmap"
+    assert await panel.locator("dd.mode").text_content() == "group"
+    assert await panel.locator("dd.with-ai").inner_text() == "On"
+    assert "Server default (echo)" in await panel.locator("dd.default-model").inner_text()
+    assert await panel.locator("input, select, button.remove, form.settings-form").count() == 0
+    await bob.page.screenshot(path=shot_path("settings-member"))
+    # Forcing the change through the app's own call: the server says 403, the panel says so inline.
+    dialogs: list[str] = []
+    bob.page.on("dialog", lambda d: dialogs.append(d.message))
+    await bob.page.evaluate(f"chatApp.actions.updateConversation({conv['id']}, {{title: 'mine now'}})")
+    await panel.locator(".form-error:text('Not allowed: only the owner may change settings')").wait_for()
+    assert dialogs == []
+    assert (await alice.user.call("GET", f"/conversations/{conv['id']}")).body["title"] == "Roadmap"
+
+    # The owner edits; Bob's panel and header follow live (conversation.updated).
+    await alice.page.click(".room-header [aria-label='Room settings']")
+    owner_panel = alice.page.locator(".settings")
+    assert await owner_panel.get_attribute("data-role") == "owner"
+    await owner_panel.locator("input[name=title]").fill("Roadmap 2027")
+    await owner_panel.locator("input[name=with_ai]").uncheck()
+    await owner_panel.locator("button:text('Save changes')").click()
+    await owner_panel.locator(".form-ok:text('Saved.')").wait_for()
+    await alice.page.screenshot(path=shot_path("settings-owner"))
+    await panel.locator("dd.title:text('Roadmap 2027')").wait_for()
+    assert await panel.locator("dd.with-ai").inner_text() == "Off"
+    await bob.page.wait_for_selector(".room-title:text('Roadmap 2027')")
+    await bob.page.wait_for_selector(".room-header .model-button .off:text('AI off')")
+    # An unknown model and a mode conflict are refused inline for the owner too.
+    await alice.page.evaluate(f"chatApp.actions.updateConversation({conv['id']}, {{default_model_id: 'openai:gpt-nope'}})")
+    await owner_panel.locator(".form-error:text('Unknown model openai:gpt-nope')").wait_for()
+    await owner_panel.locator("select[name=mode]").select_option("solo")
+    await owner_panel.locator("button:text('Save changes')").click()
+    await owner_panel.locator(".form-error:text('solo conversation has no other participants')").wait_for()
+    # Settings' model picker sets the default model.
+    await owner_panel.locator("button.model-field").click()
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o']")
+    await panel.locator("dd.default-model[data-model='openai:gpt-4o']").wait_for()
+
+
+# -- 2. conversations -------------------------------------------------------------------------------
+
+
+async def test_conversation_list_orders_by_activity_counts_unread_and_creates_leaves_and_edits_people(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    carol = await web.client.user("carol", display_name="Carol")
+    first = await group(alice, bob, title="First room")
+    second = await group(alice, bob, title="Second room")
+    await bob.user.send(first["id"], "old news", ai=False)
+    await alice.open(second["id"])
+    titles = alice.page.locator(".conv .conv-title")
+    await alice.page.wait_for_function("document.querySelector('.conv .conv-title').textContent === 'First room'")
+    first_row = alice.page.locator(f".conv[data-id='{first['id']}']")
+    assert await first_row.locator(".badge").inner_text() == "1"
+    await bob.user.send(second["id"], "in the open room", ai=False)
+    await bob.user.send(first["id"], "news 2", ai=False)
+    await bob.user.send(first["id"], "news 3", ai=False)
+    await first_row.locator(".badge:text('3')").wait_for()
+    assert await alice.page.locator(f".conv[data-id='{second['id']}'] .badge").count() == 0
+    await alice.page.wait_for_selector(".msg .body:has-text('in the open room')")
+    await first_row.click()
+    await alice.page.wait_for_selector(".msg .body:has-text('news 3')")
+    assert await first_row.locator(".badge").count() == 0
+    await alice.page.reload()
+    await alice.page.wait_for_selector(".conv")
+    assert await alice.page.locator(".conv .badge").count() == 0  # seen seqs survive a reload
+    assert (await titles.all_inner_texts())[:2] == ["First room", "Second room"]
+
+    # Create: a partner conversation with a name that does not exist is refused inline.
+    await alice.page.click(".new-conversation")
+    dialog = alice.page.locator("dialog.create")
+    await dialog.locator("input[name=title]").fill("Just us")
+    await dialog.locator("input[value=partner]").check()
+    await dialog.locator("input[name=people]").fill("nobody_here_" + secrets.token_hex(2))
+    await dialog.locator("button[type=submit]").click()
+    await dialog.locator(".form-error:text('unknown user')").wait_for()
+    await dialog.locator("input[name=people]").fill(bob.name)
+    await dialog.locator("button[type=submit]").click()
+    await dialog.wait_for(state="hidden")
+    await alice.page.wait_for_selector(".room-title:text('Just us')")
+    await alice.page.click(".new-conversation")
+    await dialog.locator("input[name=title]").fill("Thinking alone")
+    await dialog.locator("input[value=solo]").check()
+    await dialog.locator("button[type=submit]").click()
+    await alice.page.wait_for_selector(".room-title:text('Thinking alone')")
+    await alice.page.wait_for_selector(".conv .conv-sub:text('You and the AI')")
+
+    # The owner adds and removes people; Bob leaves; everyone's view follows.
+    await bob.open(first["id"])
+    await first_row.click()
+    await alice.page.click(".room-header [aria-label='Room settings']")
+    panel = alice.page.locator(".settings")
+    await panel.locator("input[name=add]").fill(carol.username)
+    await panel.locator("form.add-people button").click()
+    await panel.locator(f".people li[data-user='{carol.id}']").wait_for()
+    await bob.page.wait_for_selector(".room-sub:has-text('3 people')")
+    await panel.locator(f".people li[data-user='{carol.id}'] button.remove").click()
+    await panel.locator(f".people li[data-user='{carol.id}']").wait_for(state="detached")
+    await bob.page.click(".room-header [aria-label='Room settings']")
+    await bob.page.click(".settings button.leave")
+    await bob.page.wait_for_selector(f".conv[data-id='{first['id']}']", state="detached")
+    await panel.locator(f".people li[data-user='{bob.user.id}']").wait_for(state="detached")
+
+
+# -- 3. safe Markdown ----------------------------------------------------------------------------------
+
+
+async def test_script_and_event_handlers_in_user_and_ai_text_never_run_and_markdown_renders(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    conv = await alice.user.conversation(title="Solo")  # echo: the AI repeats the text as its own
+    await alice.open(conv["id"])
+    attacks = [
+        '<img src=x onerror="window.__xss = 1">',
+        "<script>window.__xss = 2</script>",
+        '[click me](javascript:window.__xss=3) <svg onload="window.__xss=4"></svg>',
+        '**<img src=y onerror="window.__xss=5">** `<b onmouseover="window.__xss=6">`',
+    ]
+    for text in attacks:
+        await alice.send(text)
+        await alice.page.wait_for_function(
+            "t => [...document.querySelectorAll('.msg.ai[data-status=complete] .body')].some(b => b.textContent.includes(t))",
+            arg=text.split(" ")[0].strip("*`["))
+    await alice.page.mouse.move(400, 300)
+    await asyncio.sleep(0.3)
+    assert await alice.page.evaluate("window.__xss") is None
+    inside = await alice.page.evaluate(
+        "[...document.querySelectorAll('.messages img, .messages script, .messages svg, .messages [onerror],"
+        " .messages [onload], .messages [onmouseover], .messages a[href^=javascript]')].length")
+    assert inside == 0
+    bodies = await alice.page.locator(".messages .msg .body").all_inner_texts()
+    assert sum('<img src=x onerror="window.__xss = 1">' in b for b in bodies) == 2  # the user's and the AI's
+    assert sum("<script>window.__xss = 2</script>" in b for b in bodies) == 2
+
+    await alice.send("**bold** and *it* and `x < y`\n\n- one\n- two\n\n```py\nif a < b:\n    pass\n```\n"
+                     "See [docs](https://example.com/a?b=1) or https://example.org.")
+    ai = await alice.last_ai_done()
+    assert await ai.locator(".body strong").inner_text() == "bold"
+    assert await ai.locator(".body em").inner_text() == "it"
+    assert await ai.locator(".body p code").inner_text() == "x < y"
+    assert await ai.locator(".body li").all_inner_texts() == ["one", "two"]
+    assert await ai.locator(".body pre code").inner_text() == "if a < b:\n    pass"
+    links = ai.locator(".body a")
+    assert await links.count() == 2
+    assert await links.nth(0).get_attribute("href") == "https://example.com/a?b=1"
+    assert await links.nth(0).get_attribute("target") == "_blank"
+    assert "noopener" in (await links.nth(0).get_attribute("rel") or "")
+    assert await links.nth(1).get_attribute("href") == "https://example.org"

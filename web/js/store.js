@@ -21,6 +21,8 @@ export class Store {
     this.notices = new Map(); // key -> inline error text ("settings", "auth", "create", "members:<cid>")
     this.seen = {};
     this.outbox = new Map(); // client_id -> {cid, content, model, tries}
+    this.bumps = 0; // live activity moves a conversation to the top
+    this.bumped = new Map(); // cid -> highest seq that bumped it
   }
 
   // -- subscriptions --------------------------------------------------------------
@@ -81,7 +83,11 @@ export class Store {
   setConversations(list) {
     const keep = new Set(list.map((c) => c.id));
     for (const id of [...this.conversations.keys()]) if (!keep.has(id)) this.conversations.delete(id);
-    for (const c of list) this.putConversation(c, false);
+    // The server lists by activity, most recent first: that order is the base; live messages bump.
+    list.forEach((c, i) => {
+      this.putConversation(c, false);
+      this.conversations.get(c.id).rank = -i;
+    });
     if (this.activeId !== null && !keep.has(this.activeId)) this.activeId = null;
     this.emit("list");
     this.emit("active");
@@ -92,6 +98,7 @@ export class Store {
     const merged = { ...old, ...conv };
     merged.last_seq = Math.max(old?.last_seq ?? 0, conv.last_seq ?? 0);
     merged.activity = maxTime(old?.activity, conv.updated_at, conv.created_at);
+    if (!old) merged.rank = ++this.bumps;
     this.conversations.set(conv.id, merged);
     const room = this.room(conv.id);
     room.lastSeq = Math.max(room.lastSeq, 0);
@@ -113,7 +120,7 @@ export class Store {
 
   /** Conversations, most recent activity first. */
   ordered() {
-    return [...this.conversations.values()].sort((a, b) => (b.activity || "").localeCompare(a.activity || "") || b.id - a.id);
+    return [...this.conversations.values()].sort((a, b) => (b.rank ?? 0) - (a.rank ?? 0) || b.id - a.id);
   }
 
   unread(cid) {
@@ -186,7 +193,11 @@ export class Store {
       room.lastSeq = Math.max(room.lastSeq, m.seq);
       if (conv) {
         conv.last_seq = Math.max(conv.last_seq || 0, m.seq);
-        if (live) conv.activity = maxTime(conv.activity, m.created_at);
+        if (live && m.seq > (this.bumped.get(cid) || 0)) {
+          this.bumped.set(cid, m.seq);
+          conv.rank = ++this.bumps;
+          conv.activity = maxTime(conv.activity, m.created_at);
+        }
       }
       changed.push(m.id);
     }

@@ -167,7 +167,7 @@ export class RoomView {
       }
     }
     this.empty.hidden = room.order.length > 0 || this.store.pending(this.cid).length > 0;
-    if (!room.order.length) replace(this.empty, room.loaded ? "No messages yet. Say hello 👋" : "Loading…");
+    if (!room.order.length) replace(this.empty, room.loaded ? "No messages yet. Say hello." : "Loading…");
     if (above && !wasBottom) this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
     if (wasBottom) this.toBottom();
     else if (appended && fresh.length) this.pill.hidden = false;
@@ -254,7 +254,7 @@ export class RoomView {
     this.older.hidden = !room.hasMoreBefore && !room.loadingOlder;
     replace(this.older, room.loadingOlder ? "Loading earlier messages…" : room.hasMoreBefore ? "Scroll up for earlier messages" : "");
     this.empty.hidden = room.order.length > 0 || this.store.pending(this.cid).length > 0;
-    if (!room.order.length) replace(this.empty, room.loaded ? "No messages yet. Say hello 👋" : "Loading…");
+    if (!room.order.length) replace(this.empty, room.loaded ? "No messages yet. Say hello." : "Loading…");
   }
 
   // -- header ----------------------------------------------------------------------------
