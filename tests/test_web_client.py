@@ -464,3 +464,125 @@ async def test_script_and_event_handlers_in_user_and_ai_text_never_run_and_markd
     assert await links.nth(0).get_attribute("target") == "_blank"
     assert "noopener" in (await links.nth(0).get_attribute("rel") or "")
     assert await links.nth(1).get_attribute("href") == "https://example.org"
+
+
+# -- 7, 8. Stop, presence, typing, "AI is replying" -------------------------------------------------
+
+
+async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_cancelled(web: Rig) -> None:
+    web.openai.tokens = [f"w{i} " for i in range(300)]
+    web.openai.delay = 0.02
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    carol = await web.person("carol", "Carol")
+    conv = await group(alice, bob, carol, default_model_id="openai:gpt-4o-mini")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]), carol.open(conv["id"]))
+    await bob.send("Write a long essay")
+    for p in (alice, bob, carol):
+        await p.page.wait_for_selector(".msg.ai[data-status=streaming] .stream-text:has-text('w3')")
+        await p.page.wait_for_selector(".live-status .ai-replying:has-text('AI is replying with gpt-4o-mini')")
+    await alice.page.screenshot(path=shot_path("room-streaming"))
+    assert await bob.page.inner_text(".composer .send") == "Stop"  # the author
+    assert await alice.page.inner_text(".composer .send") == "Stop"  # the owner
+    assert await carol.page.inner_text(".composer .send") == "Send"  # neither
+    await bob.page.click(".composer .send")
+    for p in (alice, bob, carol):
+        ai = await p.last_ai_done()
+        assert await ai.get_attribute("data-status") == "cancelled"
+        await p.page.wait_for_selector(".live-status .ai-replying", state="detached")
+        assert await p.page.inner_text(".composer .send") == "Send"
+    assert await bob.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
+    assert await carol.page.locator(".msg.ai .status").last.inner_text() == "Cancelled"
+    text = await carol.page.locator(".msg.ai .body").last.inner_text()
+    stored = (await alice.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"][-1]
+    assert stored["status"] == "cancelled" and 0 < len(stored["content"]) < len("".join(web.openai.tokens))
+    assert text == stored["content"].strip()
+
+
+async def test_presence_and_typing_indicators_appear_and_expire(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    carol_user = await web.client.user("carol", display_name="Carol")
+    conv = await group(alice, bob, title="Standup")
+    await alice.user.call("POST", f"/conversations/{conv['id']}/participants", {"usernames": [carol_user.username]})
+    await alice.open(conv["id"])
+    await alice.page.wait_for_selector(".room-sub .present:has-text('1 here')")
+    await bob.open(conv["id"])
+    await alice.page.wait_for_selector(".room-sub .present:has-text('2 here')")
+    await bob.page.locator(".composer .input").press_sequentially("hel")
+    await alice.page.wait_for_selector(".live-status .typing:text('Bob is typing…')")
+    await bob.page.locator(".composer .input").fill("")
+    await bob.page.locator(".composer .input").press("Backspace")
+    await alice.page.wait_for_selector(".live-status .typing", state="detached")
+    # Someone who starts typing and vanishes: the indicator expires on its own.
+    carol = await web.client.ws(carol_user.token)
+    await carol.subscribe(conv["id"])
+    await alice.page.wait_for_selector(".room-sub .present:has-text('3 here')")
+    await carol.send({"type": "typing", "conversation_id": conv["id"], "state": True})
+    await alice.page.wait_for_selector(".live-status .typing:text('Carol is typing…')")
+    await alice.page.wait_for_selector(".live-status .typing", state="detached", timeout=9000)
+    await carol.close()
+    await alice.page.wait_for_selector(".room-sub .present:has-text('2 here')")
+    await bob.page.close()
+    await alice.page.wait_for_selector(".room-sub .present:has-text('1 here')")
+
+
+# -- 9. never loses anything --------------------------------------------------------------------------
+
+
+async def test_socket_dropped_mid_reply_reconnects_and_the_reply_completes_without_duplicates(web: Rig) -> None:
+    web.openai.tokens = [f"t{i} " for i in range(120)]
+    web.openai.delay = 0.02
+    expected = "".join(web.openai.tokens).strip()
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="openai:gpt-4o")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await bob.send("stream a lot")
+    await bob.page.wait_for_selector(".msg.ai[data-status=streaming] .stream-text:has-text('t10 ')")
+    await bob.page.locator(".composer .input").fill("a draft that must survive")
+    await bob.page.evaluate("chatApp.socket.drop()")
+    await bob.page.wait_for_selector(".connection[data-state=reconnecting]:not([hidden])")
+    await bob.page.wait_for_selector(".connection[data-state=online]", state="attached")
+    assert await bob.page.locator(".connection").is_hidden()  # the state clears
+    for p in (alice, bob):
+        ai = await p.last_ai_done()
+        assert await ai.get_attribute("data-status") == "complete"
+        assert await ai.locator(".body").inner_text() == expected
+    assert await bob.page.locator(".msg.ai").count() == 1
+    assert await bob.page.input_value(".composer .input") == "a draft that must survive"
+
+    # Offline: a send waits (shown as sending), then goes once, with its client_id, when back.
+    await bob.context.set_offline(True)
+    await bob.page.evaluate("chatApp.socket.drop()")
+    await bob.page.wait_for_selector(".connection[data-state=reconnecting]:not([hidden])")
+    await bob.send("sent while offline")
+    await bob.page.wait_for_selector(".pending-list .msg.pending:has-text('sent while offline')")
+    await asyncio.sleep(1.5)  # a reconnect attempt or two fail meanwhile
+    await bob.context.set_offline(False)
+    await bob.page.wait_for_selector(".pending-list .msg", state="detached", timeout=20_000)
+    await alice.page.wait_for_selector(".msg .body:has-text('sent while offline')")
+    stored = (await alice.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"]
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["stream a lot", "sent while offline"]
+    assert await bob.page.locator(".messages .msg:not(.ai) .body:has-text('sent while offline')").count() == 1
+    await bob.page.locator(".composer .input").fill("kept across a reload")
+    await bob.page.reload()
+    await bob.page.wait_for_selector(".room-title")
+    assert await bob.page.input_value(".composer .input") == "kept across a reload"
+
+
+async def test_missing_more_than_the_replay_cap_pages_history_over_rest(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, title="Busy room")
+    await bob.open(conv["id"])
+    await bob.context.set_offline(True)
+    await bob.page.evaluate("chatApp.socket.drop()")
+    await bob.page.wait_for_selector(".connection[data-state=reconnecting]:not([hidden])")
+    for i in range(45):  # more than the rig's replay_cap (20)
+        await alice.user.send(conv["id"], f"missed {i}", ai=False)
+    await bob.context.set_offline(False)
+    await bob.page.wait_for_function("document.querySelectorAll('.messages .msg').length === 45", timeout=15_000)
+    seqs = [int(s) for s in await bob.page.eval_on_selector_all(".messages .msg", "els => els.map(e => e.dataset.seq)")]
+    assert seqs == list(range(1, 46))
+    assert await bob.page.locator(".messages .msg .body").last.inner_text() == "missed 44"

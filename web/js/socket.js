@@ -246,7 +246,7 @@ export class Socket {
         const msg = s.message(cid, id);
         if (msg) s.putMessages(cid, (await this.api.messages(cid, { after: msg.seq - 1, limit: 1 })).messages);
       }
-      if (!f.recovered && info && info.after > 0 && room.loaded) await this.page(cid, info.after);
+      if (!f.recovered && info && room.loaded) await this.page(cid, info.after);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
     }

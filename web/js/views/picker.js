@@ -96,7 +96,7 @@ export class Picker {
       const node = p.node;
       const health = node ? (node.healthy ? "healthy" : "unreachable") : "ready";
       const meta = [];
-      if (node) meta.push(node.name);
+      if (node && node.name !== (p.label || p.id)) meta.push(node.name);
       if (node?.latency_ms != null) meta.push(`${Math.round(node.latency_ms)} ms`);
       groups.push(h("section.provider", { dataset: { provider: p.id } },
         h("header",
