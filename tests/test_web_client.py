@@ -586,3 +586,161 @@ async def test_missing_more_than_the_replay_cap_pages_history_over_rest(web: Rig
     seqs = [int(s) for s in await bob.page.eval_on_selector_all(".messages .msg", "els => els.map(e => e.dataset.seq)")]
     assert seqs == list(range(1, 46))
     assert await bob.page.locator(".messages .msg .body").last.inner_text() == "missed 44"
+
+
+# -- 10. comfortable: scrolling, keyboard, phone width, dark ---------------------------------------------
+
+
+async def fill_room(user: User, cid: int, count: int, prefix: str = "message") -> None:
+    for start in range(0, count, 50):
+        await asyncio.gather(*(user.send(cid, f"{prefix} {i}", ai=False, client_id=f"{prefix}-{i}")
+                               for i in range(start, min(count, start + 50))))
+
+
+async def test_scrolling_up_loads_older_history_and_new_messages_show_a_pill_unless_at_the_bottom(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, title="Long room", with_ai=False)
+    await fill_room(bob.user, conv["id"], 130)
+    await alice.open(conv["id"])
+    rows = alice.page.locator(".messages:not(.pending-list) .msg")
+    await alice.page.wait_for_function("document.querySelectorAll('.messages .msg').length === 50")
+    at_bottom = "(() => { const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 48; })()"
+    assert await alice.page.evaluate(at_bottom)
+    for _ in range(10):  # scroll to the top until everything is there
+        await alice.page.eval_on_selector(".scroller", "s => s.scrollTop = 0")
+        await asyncio.sleep(0.15)
+        if await rows.count() == 130:
+            break
+    assert await rows.count() == 130
+    seqs = [int(s) for s in await alice.page.eval_on_selector_all(".messages .msg", "els => els.map(e => e.dataset.seq)")]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 130
+    await alice.page.eval_on_selector(".scroller", "s => s.scrollTop = 200")
+    top_before = await alice.page.eval_on_selector(".scroller", "s => s.scrollTop")
+    await bob.user.send(conv["id"], "while you read", ai=False)
+    await alice.page.wait_for_selector(".new-pill:not([hidden])")
+    assert await alice.page.eval_on_selector(".scroller", "s => s.scrollTop") == top_before
+    await alice.page.click(".new-pill")
+    await alice.page.wait_for_selector(".new-pill", state="hidden")
+    assert await alice.page.evaluate(at_bottom)
+    await bob.user.send(conv["id"], "at the bottom now", ai=False)
+    await alice.page.wait_for_selector(".msg .body:has-text('at the bottom now')")
+    await alice.page.wait_for_function(at_bottom)
+    assert await alice.page.locator(".new-pill").is_hidden()
+
+    # Keyboard: Shift+Enter is a new line, Enter sends; Esc closes the picker and the settings panel.
+    box = alice.page.locator(".composer .input")
+    await box.press_sequentially("first line")
+    await box.press("Shift+Enter")
+    await box.press_sequentially("second line")
+    assert await box.input_value() == "first line\nsecond line"
+    await box.press("Enter")
+    await alice.page.wait_for_selector(".msg:not(.pending) .body:has-text('second line')")
+    assert await box.input_value() == ""
+    assert await alice.page.locator(".msg .body p").last.inner_html() == "first line<br>second line"
+    await alice.page.click(".route-button")
+    await alice.page.wait_for_selector(".picker:not([hidden])")
+    await alice.page.keyboard.press("Escape")
+    await alice.page.wait_for_selector(".picker", state="hidden")
+    await alice.page.click(".room-header [aria-label='Room settings']")
+    await alice.page.keyboard.press("Escape")
+    await alice.page.wait_for_selector(".settings", state="hidden")
+
+
+async def test_phone_width_switches_between_list_and_room_and_dark_mode_is_dark(web: Rig) -> None:
+    alice = await web.person("alice", "Alice", viewport={"width": 390, "height": 844}, color_scheme="dark")
+    conv = await alice.user.conversation(title="Pocket")
+    await alice.user.send(conv["id"], "**Hello** from a phone")
+    await alice.open()
+    page = alice.page
+    assert await page.locator(".sidebar").is_visible()
+    assert await page.locator(".room-pane").is_hidden()
+    await page.click(f".conv[data-id='{conv['id']}']")
+    await page.wait_for_selector(".msg.ai[data-status=complete]")
+    assert await page.locator(".sidebar").is_hidden()
+    assert await page.locator(".room-header .back").is_visible()
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing sticks out sideways
+    composer = await page.locator(".composer").bounding_box()
+    assert composer and composer["y"] + composer["height"] <= 844
+    bg = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+    r, g, b = (int(x) for x in bg[bg.index("(") + 1:bg.index(")")].split(",")[:3])
+    assert r + g + b < 120, bg  # dark
+    await page.screenshot(path=shot_path("phone-dark"))
+    await page.click(".room-header .back")
+    await page.wait_for_selector(".sidebar")
+    assert await page.locator(".room-pane").is_hidden()
+
+
+# -- performance -----------------------------------------------------------------------------------------
+
+PERF_PROBE = """
+window.__perf = { deltas: [], longtasks: [] };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.__perf.longtasks.push({ start: e.startTime, duration: e.duration });
+}).observe({ type: "longtask", buffered: true });
+const Native = window.WebSocket;
+window.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    // Registered before the app's onmessage: t0 is when the frame reached the page.
+    this.addEventListener("message", (ev) => {
+      if (typeof ev.data !== "string" || !ev.data.includes('"ai.delta"')) return;
+      const f = JSON.parse(ev.data);
+      const t0 = performance.now();
+      requestAnimationFrame(() => {
+        const row = [...document.querySelectorAll(".msg.ai")].pop();
+        const text = row ? row.querySelector(".body").textContent : "";
+        window.__perf.deltas.push({ index: f.index, t0, shown: performance.now() - t0, ok: text.endsWith(f.text) || text.includes(f.text) });
+      });
+    });
+  }
+};
+"""
+
+
+async def test_a_thousand_messages_and_a_100_tokens_per_second_stream_keep_the_page_responsive(web: Rig) -> None:
+    web.openai.tokens = [f"tok{i} " for i in range(300)]
+    web.openai.delay = 0.01  # ~100 tokens/s, one ai.delta each (the rig's coalesce window is 0)
+    alice = await web.person("alice", "Alice")
+    conv = await alice.user.conversation(title="Big room", default_model_id="openai:gpt-4o-mini")
+    await fill_room(alice.user, conv["id"], 1000)
+    await alice.page.add_init_script(PERF_PROBE)
+    await alice.open(conv["id"])
+    await alice.page.wait_for_function("document.querySelectorAll('.messages .msg').length === 50")
+    load_ms = await alice.page.evaluate(f"""async () => {{
+        const t0 = performance.now();
+        const room = chatApp.store.room({conv['id']});
+        while (room.hasMoreBefore) await chatApp.actions.loadOlder({conv['id']});
+        await new Promise(r => requestAnimationFrame(() => r()));
+        return performance.now() - t0;
+    }}""")
+    assert await alice.page.locator(".messages .msg").count() == 1000
+    started = await alice.page.evaluate("performance.now()")
+    await alice.send("now stream fast")
+    ai = await alice.last_ai_done(timeout=20_000)
+    assert await ai.locator(".body").inner_text() == "".join(web.openai.tokens).strip()
+    await asyncio.sleep(0.2)
+    perf = await alice.page.evaluate("window.__perf")
+    deltas = perf["deltas"]
+    during = [t["duration"] for t in perf["longtasks"] if t["start"] >= started]
+    shown = sorted(d["shown"] for d in deltas)
+    last = max(deltas, key=lambda d: d["index"])
+    span_s = (deltas[-1]["t0"] - deltas[0]["t0"]) / 1000
+    numbers = {
+        "history_1000_load_and_render_ms": round(load_ms, 1),
+        "deltas": len(deltas), "stream_seconds": round(span_s, 2),
+        "deltas_per_second": round(len(deltas) / span_s, 1) if span_s else None,
+        "delta_to_screen_ms_median": round(shown[len(shown) // 2], 1),
+        "delta_to_screen_ms_p95": round(shown[int(len(shown) * 0.95)], 1),
+        "delta_to_screen_ms_max": round(shown[-1], 1),
+        "last_delta_to_screen_ms": round(last["shown"], 1),
+        "long_tasks_while_streaming": len(during),
+        "longest_task_while_streaming_ms": round(max(during, default=0), 1),
+    }
+    print("\nweb perf:", numbers)
+    shot_path("perf").with_suffix(".json").write_text(repr(numbers))
+    assert len(deltas) >= 250 and all(d["ok"] for d in deltas)
+    assert all(d < 200 for d in during), numbers  # no long task over 200 ms while streaming
+    assert numbers["last_delta_to_screen_ms"] < 250, numbers
+    assert numbers["delta_to_screen_ms_p95"] < 250, numbers
