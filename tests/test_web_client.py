@@ -470,16 +470,23 @@ async def test_script_and_event_handlers_in_user_and_ai_text_never_run_and_markd
 
 
 async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_cancelled(web: Rig) -> None:
-    web.openai.tokens = [f"w{i} " for i in range(300)]
-    web.openai.delay = 0.02
+    web.openai.tokens = ["Three things are left:\n\n", "1. **Pricing page** ", "copy\n", "2. The `v2` ",
+                         "migration guide\n", "3. A final load test\n\n", "I'd start with pricing."]
     alice = await web.person("alice", "Alice")
     bob = await web.person("bob", "Bob")
     carol = await web.person("carol", "Carol")
-    conv = await group(alice, bob, carol, default_model_id="openai:gpt-4o-mini")
+    conv = await group(alice, bob, carol, title="Launch plan", default_model_id="openai:gpt-4o-mini")
     await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]), carol.open(conv["id"]))
-    await bob.send("Write a long essay")
+    await carol.user.send(conv["id"], "Morning! Where are we with the launch?", ai=False)
+    await alice.send("What's left before we can ship?")
+    await alice.last_ai_done()
+    prose = ("Here is a first draft. Pick a plan, ship today. Every plan includes unlimited rooms, "
+             "every model your team connects, and streaming replies that anyone in the room can stop. ")
+    web.openai.tokens = [w + " " for w in (prose * 12).split()]
+    web.openai.delay = 0.02
+    await bob.send("Draft the pricing page copy, please")
     for p in (alice, bob, carol):
-        await p.page.wait_for_selector(".msg.ai[data-status=streaming] .stream-text:has-text('w3')")
+        await p.page.wait_for_selector(".msg.ai[data-status=streaming] .stream-text:has-text('every model')")
         await p.page.wait_for_selector(".live-status .ai-replying:has-text('AI is replying with gpt-4o-mini')")
     await alice.page.screenshot(path=shot_path("room-streaming"))
     assert await bob.page.inner_text(".composer .send") == "Stop"  # the author
