@@ -289,7 +289,7 @@ async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_
         groups = await picker.locator(".provider .provider-name").all_inner_texts()
         assert [g.lower() for g in groups[:3]] == ["echo (built-in)", "openai", "anthropic"]
         studio_group = picker.locator(f".provider[data-provider='client:{laptop_id - 1}']")
-        assert "Mac Studio" in await studio_group.inner_text() and " ms" in await studio_group.inner_text()
+        assert "Mac Studio" in await studio_group.text_content() and " ms" in await studio_group.inner_text()
         assert await studio_group.locator(".health").inner_text() == "healthy"
         down = picker.locator(f"button.model[data-model='client:{laptop_id}:mistral:7b']")
         assert await down.is_disabled()
@@ -751,3 +751,18 @@ async def test_a_thousand_messages_and_a_100_tokens_per_second_stream_keep_the_p
     assert all(d < 200 for d in during), numbers  # no long task over 200 ms while streaming
     assert numbers["last_delta_to_screen_ms"] < 250, numbers
     assert numbers["delta_to_screen_ms_p95"] < 250, numbers
+
+
+async def test_a_provider_failing_mid_reply_ends_it_as_error_with_the_reason(web: Rig) -> None:
+    web.openai.fail_after, web.openai.fail_mode = 2, "error_event"
+    alice = await web.person("alice", "Alice")
+    conv = await alice.user.conversation(title="Flaky", default_model_id="openai:gpt-4o-mini")
+    await alice.open(conv["id"])
+    await alice.send("go")
+    ai = await alice.last_ai_done()
+    assert await ai.get_attribute("data-status") == "error"
+    assert (await ai.locator(".status").inner_text()).startswith("Error (")
+    assert (await ai.locator(".error-note").inner_text()).startswith("The model failed: ")
+    assert await ai.locator(".body").inner_text() == "Hello,"  # the partial text stays
+    await alice.page.reload()  # from history (no frames): still marked as failed
+    await alice.page.wait_for_selector(".msg.ai[data-status=error] .status:text('Error')")
