@@ -258,3 +258,15 @@ class Socket:
 @pytest.fixture(scope="session")
 def client(server: Running, http: aiohttp.ClientSession) -> Client:
     return Client(http, server.base_url, server.ws_url)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly when the browser tests were skipped for want of a Chromium."""
+    from tests.browser import SKIP_REASON
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if SKIP_REASON in str(r.longrepr)]
+    if skipped:
+        bar = "!" * 78
+        terminalreporter.write_line(bar, yellow=True, bold=True)
+        terminalreporter.write_line(f"  {len(skipped)} BROWSER TESTS SKIPPED: {SKIP_REASON}", yellow=True, bold=True)
+        terminalreporter.write_line(bar, yellow=True, bold=True)

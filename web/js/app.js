@@ -1,0 +1,259 @@
+// Wiring: the store, the REST api, the socket and the views, plus the actions the views
+// call. Views never talk to the network; these actions do, then hand results to the store.
+
+import { Api, describe } from "./api.js";
+import { Socket } from "./socket.js";
+import { Store } from "./store.js";
+import { AuthView } from "./views/auth.js";
+import { ConnectionBanner } from "./views/connection.js";
+import { h } from "./views/dom.js";
+import { Picker } from "./views/picker.js";
+import { RoomView } from "./views/room.js";
+import { SettingsPanel } from "./views/settings.js";
+import { Sidebar } from "./views/sidebar.js";
+
+const LIST_REFRESH_MS = 15000;
+
+const store = new Store();
+const api = new Api("");
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+const socket = new Socket(store, api, wsUrl);
+let modelsAt = 0;
+let listTimer = null;
+
+const actions = {
+  async authenticate(mode, username, password, displayName) {
+    store.setNotice("auth", null);
+    try {
+      const body = mode === "register" ? await api.register(username, password, displayName) : await api.signIn(username, password);
+      api.token = body.token;
+      store.setSession(body.token, body.user);
+      await startSession();
+    } catch (e) {
+      store.setNotice("auth", describe(e));
+    }
+  },
+
+  async logout() {
+    socket.stop();
+    clearInterval(listTimer);
+    try { await api.logout(); } catch { /* the token is dropped here either way */ }
+    api.token = null;
+    store.clearSession();
+    showAuth();
+  },
+
+  openConversation(cid) {
+    store.setActive(cid);
+    history.replaceState(null, "", cid ? `#/c/${cid}` : "#/");
+    if (cid && !store.room(cid).loaded) loadLatest(cid);
+  },
+
+  newConversation() {
+    sidebar.openCreate();
+  },
+
+  async createConversation(body) {
+    store.setNotice("create", null);
+    try {
+      const conv = await api.createConversation(body);
+      store.putConversation(conv);
+      store.room(conv.id).loaded = true;
+      socket.subscribe(conv.id);
+      actions.openConversation(conv.id);
+      return true;
+    } catch (e) {
+      store.setNotice("create", describe(e));
+      return false;
+    }
+  },
+
+  async loadOlder(cid) {
+    const room = store.room(cid);
+    if (room.loadingOlder || !room.hasMoreBefore) return;
+    const first = room.messages.get(room.order[0]);
+    if (!first) return;
+    room.loadingOlder = true;
+    store.setHistory(cid, {});
+    try {
+      const body = await api.messages(cid, { before: first.seq, limit: 100 });
+      store.putMessages(cid, body.messages);
+      room.loadingOlder = false;
+      store.setHistory(cid, { hasMoreBefore: body.has_more });
+    } catch (e) {
+      room.loadingOlder = false;
+      store.setHistory(cid, {});
+    }
+  },
+
+  send(cid, content, model) {
+    const item = store.queueSend(cid, content, model);
+    socket.sendMessage(item);
+  },
+
+  retrySend(clientId) {
+    const item = store.retrySend(clientId);
+    if (item) socket.sendMessage(item);
+  },
+
+  discardSend(clientId) {
+    store.discardSend(clientId);
+  },
+
+  cancel(replyId) {
+    store.markCancelling(replyId);
+    socket.cancel(replyId);
+  },
+
+  typing(cid, state) {
+    socket.typing(cid, state);
+  },
+
+  /** PUT /conversations/{id}; a refusal (403, unknown_model, conflict) shows in the settings panel. */
+  async updateConversation(cid, changes, fromForm = false) {
+    store.setNotice("settings", null);
+    store.setNotice("settings-ok", null);
+    try {
+      const conv = await api.updateConversation(cid, changes);
+      store.putConversation(conv);
+      if (fromForm) store.setNotice("settings-ok", "Saved.");
+      return true;
+    } catch (e) {
+      if (!settings.isOpen) settings.open(cid);
+      store.setNotice("settings", describe(e));
+      return false;
+    }
+  },
+
+  async addPeople(cid, usernames) {
+    store.setNotice("settings", null);
+    try {
+      store.putConversation(await api.addParticipants(cid, usernames));
+      return true;
+    } catch (e) {
+      store.setNotice("settings", describe(e));
+      return false;
+    }
+  },
+
+  async removePerson(cid, userId) {
+    store.setNotice("settings", null);
+    try {
+      store.putConversation(await api.removeParticipant(cid, userId));
+    } catch (e) {
+      store.setNotice("settings", describe(e));
+    }
+  },
+
+  async leave(cid) {
+    store.setNotice("settings", null);
+    try {
+      await api.removeParticipant(cid, store.me.id);
+      socket.unsubscribe(cid);
+      store.removeConversation(cid);
+      history.replaceState(null, "", "#/");
+    } catch (e) {
+      store.setNotice("settings", describe(e));
+    }
+  },
+
+  toggleSettings() {
+    picker.close();
+    settings.toggle();
+  },
+
+  async refreshModels(force = false) {
+    if (!force && Date.now() - modelsAt < 5000) return;
+    modelsAt = Date.now();
+    try { store.setModels(await api.models()); } catch { /* the last list stays */ }
+  },
+
+  reconnectNow() {
+    socket.now();
+  },
+};
+
+async function loadLatest(cid) {
+  try {
+    const body = await api.messages(cid, { limit: 50 });
+    store.putMessages(cid, body.messages);
+    store.setHistory(cid, { hasMoreBefore: body.has_more, loaded: true });
+  } catch (e) {
+    if (e.status === 404) store.removeConversation(cid);
+  }
+}
+
+async function refreshConversations() {
+  if (!store.me) return;
+  try {
+    const { conversations } = await api.conversations();
+    const known = new Set(store.conversations.keys());
+    store.setConversations(conversations);
+    for (const c of conversations) if (!known.has(c.id)) socket.subscribe(c.id);
+  } catch { /* keep what we have; the next refresh tries again */ }
+}
+
+async function startSession() {
+  showShell();
+  await Promise.all([refreshConversations(), actions.refreshModels(true)]);
+  socket.start();
+  clearInterval(listTimer);
+  listTimer = setInterval(refreshConversations, LIST_REFRESH_MS);
+  const fromHash = Number((location.hash.match(/^#\/c\/(\d+)/) || [])[1]);
+  const cid = [fromHash, store.savedActive()].find((id) => id && store.conversations.has(id));
+  actions.openConversation(cid || null);
+}
+
+// -- the page ------------------------------------------------------------------------------
+
+const picker = new Picker(store);
+const auth = new AuthView(store, actions);
+const sidebar = new Sidebar(store, actions);
+const room = new RoomView(store, actions, picker);
+const settings = new SettingsPanel(store, actions, picker);
+const banner = new ConnectionBanner(store, actions);
+const shell = h("div.shell", { hidden: true }, sidebar.el, room.el, settings.el);
+document.getElementById("app").replaceChildren(auth.el, shell, banner.el, picker.el);
+
+function showAuth() {
+  shell.hidden = true;
+  auth.el.hidden = false;
+  document.body.dataset.view = "auth";
+  auth.username.focus();
+}
+
+function showShell() {
+  auth.el.hidden = true;
+  shell.hidden = false;
+}
+
+api.onUnauthorized = () => actions.logout();
+socket.onUnauthorized = () => actions.logout();
+
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Escape") return;
+  if (picker.isOpen) { picker.close(); e.preventDefault(); } else if (settings.isOpen) { settings.close(); e.preventDefault(); }
+});
+window.addEventListener("online", () => socket.now());
+window.addEventListener("focus", () => { refreshConversations(); room.seen(); });
+document.addEventListener("visibilitychange", () => room.seen());
+window.addEventListener("resize", () => picker.isOpen && picker.place());
+
+// A handle for debugging from the console (and for the browser tests).
+window.chatApp = { store, actions, socket };
+
+(async () => {
+  if (!store.token) { showAuth(); return; }
+  api.token = store.token;
+  try {
+    const { user } = await api.me();
+    store.setSession(store.token, user);
+    await startSession();
+  } catch (e) {
+    if (e.status === 401) { store.clearSession(); showAuth(); return; }
+    // The server is unreachable: keep the token and try again shortly.
+    document.body.dataset.view = "auth";
+    showAuth();
+    store.setNotice("auth", describe(e));
+  }
+})();

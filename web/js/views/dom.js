@@ -1,0 +1,92 @@
+// Tiny DOM helpers for the views. Strings always become text nodes, never HTML.
+
+/** h("button.primary", {onclick, type: "button"}, "Send") */
+export function h(tag, props, ...children) {
+  const [name, ...classes] = tag.split(".");
+  const el = document.createElement(name || "div");
+  if (classes.length) el.className = classes.join(" ");
+  if (props && (typeof props !== "object" || props instanceof Node || Array.isArray(props))) {
+    children.unshift(props);
+    props = null;
+  }
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k === "class") el.className += (el.className ? " " : "") + v;
+    else if (k in el && typeof v !== "string") el[k] = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+export function replace(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+export function displayName(user) {
+  if (!user) return "AI";
+  return user.display_name || user.username;
+}
+
+export function initials(user) {
+  const n = displayName(user).trim();
+  const parts = n.split(/[\s._-]+/).filter(Boolean);
+  return ((parts[0]?.[0] || "?") + (parts[1]?.[0] || "")).toUpperCase();
+}
+
+/** A stable hue per user, for avatars. */
+export function hue(id) {
+  return (Number(id) * 137) % 360;
+}
+
+export function avatar(user, small = false) {
+  return h("span.avatar" + (small ? ".small" : ""), { style: `--hue:${user ? hue(user.id) : 265}`, title: displayName(user), "aria-hidden": "true" },
+    user ? initials(user) : "AI");
+}
+
+export function clock(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+export function dayLabel(iso) {
+  const d = new Date(iso);
+  const today = new Date();
+  const y = new Date(today);
+  y.setDate(today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return "Today";
+  if (d.toDateString() === y.toDateString()) return "Yesterday";
+  return d.toLocaleDateString([], { weekday: "short", month: "short", day: "numeric", year: d.getFullYear() === today.getFullYear() ? undefined : "numeric" });
+}
+
+export function shortTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return clock(iso);
+  return d.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+/** "echo:echo" -> "echo", "client:1:llama3.1:8b" -> "llama3.1:8b" */
+export function modelName(id, store) {
+  if (!id) return "none";
+  const info = store?.modelInfo(id);
+  if (info) return info.model.name;
+  const parts = id.split(":");
+  return parts[0] === "client" ? parts.slice(2).join(":") : parts.slice(1).join(":") || id;
+}
+
+export const TIER_LABEL = { message: "this message", conversation: "room default", system: "server default" };

@@ -1,0 +1,79 @@
+// One message row. Final text is rendered as safe Markdown once; while a reply streams,
+// its text lives in one Text node that deltas are appended to (no re-render per token).
+
+import { renderMarkdown } from "../markdown.js";
+import { avatar, clock, displayName, h, modelName, replace, TIER_LABEL } from "./dom.js";
+
+const STATUS_LABEL = { cancelled: "Cancelled", error: "Error", interrupted: "Interrupted", streaming: "Streaming" };
+
+/** A stored message's row (or an optimistic one: {client_id, content, pending}). */
+export function messageRow(msg, ctx) {
+  const li = h("li.msg");
+  fillRow(li, msg, ctx);
+  return li;
+}
+
+export function fillRow(li, msg, ctx) {
+  const { store } = ctx;
+  const ai = msg.role === "assistant";
+  const mine = !ai && msg.author && msg.author.id === store.me?.id;
+  li.className = "msg" + (ai ? " ai" : "") + (mine ? " mine" : "") + (msg.pending ? " pending" : "") + (msg.error && msg.pending ? " failed" : "");
+  if (msg.id !== undefined) li.dataset.id = msg.id;
+  if (msg.seq !== undefined) li.dataset.seq = msg.seq;
+  if (msg.client_id) li.dataset.clientId = msg.client_id;
+  li.dataset.status = msg.status || (msg.pending ? "sending" : "");
+  li.dataset.author = ai ? "ai" : msg.author?.id ?? "";
+  if (msg.created_at) li.dataset.at = msg.created_at;
+
+  const meta = h("div.meta",
+    h("span.author", ai ? "Assistant" : displayName(msg.author)),
+    h("time", { datetime: msg.created_at || "", title: msg.created_at ? new Date(msg.created_at).toLocaleString() : "" }, clock(msg.created_at)));
+  if (ai) meta.append(...aiChips(msg, store));
+  if (msg.pending) meta.append(h("span.tag.sending", msg.error ? "Not sent" : "Sending…"));
+
+  const body = h("div.body");
+  if (ai && msg.status === "streaming") {
+    body.classList.add("streaming");
+    li.streamText = document.createTextNode(msg.content || "");
+    body.append(h("span.stream-text", li.streamText), h("span.caret", { "aria-hidden": "true" }));
+  } else {
+    li.streamText = null;
+    body.append(renderMarkdown(msg.content || ""));
+  }
+  const extra = [];
+  if (ai && msg.status === "error") {
+    extra.push(h("div.error-note", msg.error?.message ? `The model failed: ${msg.error.message}` : "The model failed before finishing this reply."));
+  }
+  if (msg.pending && msg.error) {
+    extra.push(h("div.error-note", msg.error,
+      h("button.link", { type: "button", onclick: () => ctx.actions.retrySend(msg.client_id) }, "Retry"),
+      h("button.link", { type: "button", onclick: () => ctx.actions.discardSend(msg.client_id) }, "Discard")));
+  }
+  replace(li, avatar(ai ? null : msg.author), h("div.bubble", meta, body, extra));
+}
+
+function aiChips(msg, store) {
+  const chips = [];
+  const model = msg.model_used;
+  chips.push(h("span.chip.model-chip", { title: model || "", dataset: { model: model || "" } }, `AI • ${modelName(model, store)}`));
+  if (msg.tier) chips.push(h("span.tag.tier", { dataset: { tier: msg.tier }, title: `chosen by the ${msg.tier} tier` }, TIER_LABEL[msg.tier] || msg.tier));
+  if (msg.fallback_from) chips.push(h("span.tag.fallback", { title: `${msg.fallback_from} failed before its first token` }, `fallback from ${modelName(msg.fallback_from, store)}`));
+  const status = msg.status;
+  if (status === "complete") {
+    chips.push(h("span.status.complete", { title: "complete" }, "✓"));
+  } else if (status) {
+    let label = STATUS_LABEL[status] || status;
+    if (status === "cancelled" && msg.cancelled_by_me) label = "Cancelled by you";
+    if (status === "error" && msg.error?.code) label = `Error (${msg.error.code})`;
+    chips.push(h("span.status", { class: status }, label));
+  }
+  return chips;
+}
+
+/** Consecutive messages by the same author within 5 minutes read as one block. */
+export function groupRow(li) {
+  const prev = li.previousElementSibling;
+  const same = prev && prev.dataset.author === li.dataset.author && li.dataset.author !== "ai"
+    && prev.dataset.at && li.dataset.at && Date.parse(li.dataset.at) - Date.parse(prev.dataset.at) < 5 * 60 * 1000;
+  li.classList.toggle("cont", !!same);
+}

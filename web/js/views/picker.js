@@ -1,0 +1,130 @@
+// The model picker: GET /ai/models grouped by provider, with node, latency and health;
+// unavailable models shown but disabled with the reason; searchable. One instance,
+// opened by the header's model button, the Route button and the settings panel.
+
+import { h, replace, TIER_LABEL } from "./dom.js";
+
+export class Picker {
+  constructor(store) {
+    this.store = store;
+    this.el = h("div.picker", { role: "dialog", "aria-label": "Choose a model", hidden: true });
+    this.opts = null;
+    this.query = "";
+    store.on("models", () => this.opts && this.render());
+    document.addEventListener("pointerdown", (e) => {
+      if (this.opts && !this.el.contains(e.target) && !this.opts.anchor?.contains(e.target)) this.close();
+    });
+  }
+
+  get isOpen() {
+    return !!this.opts;
+  }
+
+  /** opts: {anchor, title, subtitle, selected, readonly, onPick(id), purpose} */
+  open(opts) {
+    if (this.opts && this.opts.anchor === opts.anchor) { this.close(); return; }
+    this.opts = opts;
+    this.query = "";
+    this.el.hidden = false;
+    this.el.dataset.purpose = opts.purpose || "";
+    this.render();
+    this.place();
+    this.search?.focus();
+    opts.anchor?.setAttribute("aria-expanded", "true");
+  }
+
+  close() {
+    if (!this.opts) return;
+    this.opts.anchor?.setAttribute("aria-expanded", "false");
+    this.opts = null;
+    this.el.hidden = true;
+  }
+
+  place() {
+    const a = this.opts.anchor?.getBoundingClientRect();
+    const w = Math.min(380, window.innerWidth - 16);
+    this.el.style.width = w + "px";
+    if (!a) return;
+    const left = Math.max(8, Math.min(a.left, window.innerWidth - w - 8));
+    this.el.style.left = left + "px";
+    const below = window.innerHeight - a.bottom;
+    if (below > 320 || below > a.top) {
+      this.el.style.top = a.bottom + 6 + "px";
+      this.el.style.bottom = "";
+      this.el.style.maxHeight = Math.max(200, below - 16) + "px";
+    } else {
+      this.el.style.top = "";
+      this.el.style.bottom = window.innerHeight - a.top + 6 + "px";
+      this.el.style.maxHeight = Math.max(200, a.top - 16) + "px";
+    }
+  }
+
+  render() {
+    const { store } = this;
+    const o = this.opts;
+    const providers = store.models?.providers || [];
+    const q = this.query.trim().toLowerCase();
+    this.search = h("input.search", {
+      type: "search", placeholder: "Search models", value: this.query, "aria-label": "Search models",
+      oninput: (e) => { this.query = e.target.value; this.renderList(); },
+      onkeydown: (e) => {
+        if (e.key === "Enter") {
+          e.preventDefault();
+          this.list.querySelector("button.model:not([disabled])")?.click();
+        }
+      },
+    });
+    this.list = h("div.picker-list");
+    replace(this.el,
+      h("div.picker-head",
+        h("div", h("strong", o.title || "Model"), o.subtitle ? h("div.muted.small", o.subtitle) : null),
+        o.onClear ? h("button.link", { type: "button", onclick: () => { o.onClear(); this.close(); } }, o.clearLabel || "Clear") : null),
+      this.search,
+      this.list);
+    this.renderList(q, providers);
+  }
+
+  renderList() {
+    const { store } = this;
+    const o = this.opts;
+    const q = this.query.trim().toLowerCase();
+    const groups = [];
+    if (!store.models) groups.push(h("p.muted.pad", "Loading models…"));
+    for (const p of store.models?.providers || []) {
+      const models = p.models.filter((m) => !q || `${m.id} ${m.name} ${p.label} ${p.node?.name || ""}`.toLowerCase().includes(q));
+      if (!models.length) continue;
+      const node = p.node;
+      const health = node ? (node.healthy ? "healthy" : "unreachable") : "ready";
+      const meta = [];
+      if (node && node.name !== (p.label || p.id)) meta.push(node.name);
+      if (node?.latency_ms != null) meta.push(`${Math.round(node.latency_ms)} ms`);
+      groups.push(h("section.provider", { dataset: { provider: p.id } },
+        h("header",
+          h("span.provider-name", p.label || p.id),
+          meta.length ? h("span.muted.small", meta.join(" · ")) : null,
+          h("span.health", { class: health, title: node ? `node ${health}` : "provider configured" }, health)),
+        models.map((m) => {
+          const isDefault = m.id === store.models.default_model_id;
+          const selected = m.id === o.selected;
+          const reason = m.available ? null : node && !node.healthy ? `node ${node.name} is unreachable` : "unavailable right now";
+          return h("button.model", {
+            type: "button", disabled: !m.available || o.readonly, dataset: { model: m.id },
+            "aria-pressed": selected ? "true" : "false", class: selected ? "selected" : undefined,
+            title: reason || m.id,
+            onclick: () => { if (!o.readonly) { o.onPick(m.id); this.close(); } },
+          },
+          h("span.model-name", m.name),
+          isDefault ? h("span.tag", "server default") : null,
+          reason ? h("span.reason", reason) : h("span.model-id.muted.small", m.id),
+          selected ? h("span.tick", "✓") : null);
+        })));
+    }
+    if (store.models && !groups.length) groups.push(h("p.muted.pad", `No model matches “${this.query}”.`));
+    if (o.readonly) groups.unshift(h("p.note", o.readonlyNote || "Only the owner can change this."));
+    replace(this.list, groups);
+  }
+}
+
+export function tierText(tier) {
+  return TIER_LABEL[tier] || tier || "";
+}

@@ -1,0 +1,144 @@
+// The conversation list (most recent activity first, unread counts), the signed-in
+// user, and the "new conversation" dialog.
+
+import { avatar, displayName, h, replace, shortTime } from "./dom.js";
+
+export class Sidebar {
+  constructor(store, actions) {
+    this.store = store;
+    this.actions = actions;
+    this.items = new Map();
+    this.build();
+    store.on("list", () => this.schedule());
+    store.on("active", () => this.schedule());
+    store.on("session", () => this.renderMe());
+    store.on("notice", (key) => key === "create" && this.renderCreateError());
+  }
+
+  build() {
+    this.me = h("div.me");
+    this.list = h("ul.conversations", { "aria-label": "Conversations" });
+    this.filter = h("input.search", {
+      type: "search", placeholder: "Search conversations", "aria-label": "Search conversations",
+      oninput: () => this.render(),
+    });
+    this.el = h("aside.sidebar",
+      h("div.sidebar-head",
+        h("div.brand", h("span.logo", "✳"), h("span", "Chat")),
+        h("button.primary.small.new-conversation", { type: "button", onclick: () => this.openCreate() }, "+ New")),
+      this.filter,
+      this.list,
+      this.me);
+    this.buildCreate();
+  }
+
+  schedule() {
+    if (this.queued) return;
+    this.queued = true;
+    queueMicrotask(() => { this.queued = false; this.render(); });
+  }
+
+  render() {
+    const { store } = this;
+    const q = this.filter.value.trim().toLowerCase();
+    const convs = store.ordered().filter((c) => !q || c.title.toLowerCase().includes(q)
+      || c.participants.some((p) => displayName(p).toLowerCase().includes(q)));
+    const rows = convs.map((c) => {
+      const unread = c.id === store.activeId ? 0 : store.unread(c.id);
+      const others = c.participants.filter((p) => p.id !== store.me?.id);
+      const sub = c.mode === "solo" ? "You and the AI" : others.map(displayName).join(", ");
+      return h("li", h("button.conv", {
+        type: "button", class: c.id === store.activeId ? "active" : undefined,
+        dataset: { id: c.id, unread },
+        "aria-current": c.id === store.activeId ? "true" : undefined,
+        onclick: () => this.actions.openConversation(c.id),
+      },
+      convIcon(c, others),
+      h("span.conv-text",
+        h("span.conv-title", c.title),
+        h("span.conv-sub", sub || c.mode)),
+      h("span.conv-side",
+        h("span.conv-time", shortTime(c.activity)),
+        unread ? h("span.badge", { "aria-label": `${unread} unread` }, unread > 99 ? "99+" : String(unread)) : null)));
+    });
+    if (!rows.length) {
+      rows.push(h("li.empty-list", q ? "No conversation matches." : "No conversations yet."));
+    }
+    replace(this.list, rows);
+  }
+
+  renderMe() {
+    const me = this.store.me;
+    if (!me) { replace(this.me); return; }
+    replace(this.me, avatar(me),
+      h("div.me-text", h("strong", displayName(me)), h("span.muted.small", "@" + me.username)),
+      h("button.link.logout", { type: "button", onclick: () => this.actions.logout() }, "Log out"));
+  }
+
+  // -- new conversation ---------------------------------------------------------------
+
+  buildCreate() {
+    const f = (this.form = {});
+    f.title = h("input", { name: "title", required: true, maxlength: 200, placeholder: "e.g. Trip planning" });
+    f.people = h("input", { name: "people", placeholder: "usernames, separated by commas", autocomplete: "off" });
+    f.ai = h("input", { type: "checkbox", name: "with_ai", checked: true });
+    f.error = h("div.form-error", { role: "alert", hidden: true });
+    const mode = (value, label, hint) => h("label.mode-option",
+      h("input", { type: "radio", name: "mode", value, checked: value === "solo", onchange: () => this.modeChanged() }),
+      h("span", h("strong", label), h("span.muted.small", hint)));
+    this.peopleRow = h("label.field", { hidden: true }, h("span", "Participants"), f.people);
+    this.dialog = h("dialog.create",
+      h("form", {
+        method: "dialog",
+        onsubmit: (e) => { e.preventDefault(); this.submitCreate(); },
+      },
+      h("h2", "New conversation"),
+      h("label.field", h("span", "Title"), f.title),
+      h("fieldset.modes", h("legend", "Who's in it"),
+        mode("solo", "Solo", "Just you and the AI"),
+        mode("partner", "Partner", "You and one other person"),
+        mode("group", "Group", "Any number of people")),
+      this.peopleRow,
+      h("label.check", f.ai, h("span", "AI replies to messages")),
+      f.error,
+      h("div.dialog-actions",
+        h("button", { type: "button", onclick: () => this.dialog.close() }, "Cancel"),
+        h("button.primary", { type: "submit" }, "Create"))));
+    this.el.append(this.dialog);
+  }
+
+  modeChanged() {
+    const mode = this.dialog.querySelector("input[name=mode]:checked").value;
+    this.peopleRow.hidden = mode === "solo";
+    this.form.people.placeholder = mode === "partner" ? "their username" : "usernames, separated by commas";
+  }
+
+  openCreate() {
+    this.form.title.value = "";
+    this.form.people.value = "";
+    this.store.setNotice("create", null);
+    this.dialog.showModal();
+    this.form.title.focus();
+  }
+
+  async submitCreate() {
+    const mode = this.dialog.querySelector("input[name=mode]:checked").value;
+    const people = this.form.people.value.split(/[\s,]+/).map((s) => s.replace(/^@/, "")).filter(Boolean);
+    const body = { title: this.form.title.value.trim(), mode, with_ai: this.form.ai.checked };
+    if (mode !== "solo") body.participant_usernames = people;
+    const ok = await this.actions.createConversation(body);
+    if (ok) this.dialog.close();
+  }
+
+  renderCreateError() {
+    const text = this.store.notices.get("create");
+    this.form.error.hidden = !text;
+    this.form.error.textContent = text || "";
+  }
+}
+
+function convIcon(c, others) {
+  if (c.mode === "solo") return h("span.avatar.ai-avatar", { "aria-hidden": "true" }, "✳");
+  if (c.mode === "partner" && others[0]) return avatar(others[0]);
+  return h("span.avatar.group", { "aria-hidden": "true" }, (c.title.trim()[0] || "#").toUpperCase());
+}
