@@ -49,11 +49,17 @@ class Person:
         rows = self.page.locator(".messages:not(.pending-list) .msg")
         return rows.nth(nth) if nth >= 0 else rows.last
 
-    async def last_ai_done(self, timeout: float = 10_000) -> Any:
-        await self.page.wait_for_function(
-            "() => { const r = [...document.querySelectorAll('.msg.ai')].pop();"
-            " return r && r.dataset.status !== 'streaming'; }", timeout=timeout)
-        return self.page.locator(".msg.ai").last
+    async def last_ai_done(self, after: str, timeout: float = 10_000) -> Any:
+        """The first AI reply below the latest message containing `after`, once it has ended."""
+        found = await self.page.wait_for_function(
+            """t => { const rows = [...document.querySelectorAll('.messages:not(.pending-list) .msg')];
+                      const i = rows.findLastIndex(m => !m.classList.contains('ai')
+                                                   && (m.querySelector('.body')?.textContent || '').includes(t));
+                      if (i < 0) return null;
+                      const j = rows.findIndex((m, k) => k > i && m.classList.contains('ai'));
+                      return j >= 0 && rows[j].dataset.status !== 'streaming' ? j : null; }""",
+            arg=after, timeout=timeout)
+        return self.row(await found.json_value())
 
 
 class Rig:
@@ -236,7 +242,7 @@ async def test_bob_routes_one_message_and_the_next_goes_back_to_the_room_default
     await bob.page.wait_for_selector(".room-header .model-button[data-model='openai:gpt-4o'][data-tier='message']")
     await bob.send("Summarize our plan")
     for p in (alice, bob):
-        ai = await p.last_ai_done()
+        ai = await p.last_ai_done("Summarize ou")
         assert await ai.get_attribute("data-status") == "complete"
         assert await ai.locator(".model-chip").inner_text() == "AI • gpt-4o"
         assert await ai.locator(".tier").get_attribute("data-tier") == "message"
@@ -247,7 +253,7 @@ async def test_bob_routes_one_message_and_the_next_goes_back_to_the_room_default
     await bob.send("And now?")
     await bob.page.wait_for_function("document.querySelectorAll('.msg.ai').length === 2")
     for p in (alice, bob):
-        ai = await p.last_ai_done()
+        ai = await p.last_ai_done("And now?")
         assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
         assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
     assert web.openai.requests[-1].json["model"] == "gpt-4o"
@@ -264,7 +270,7 @@ async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None
     await alice.page.click(".picker button.model[data-model='openai:gpt-4o-mini']")
     await alice.send("try the other one")
     for p in (alice, bob):
-        ai = await p.last_ai_done()
+        ai = await p.last_ai_done("try the othe")
         assert await ai.locator(".model-chip").inner_text() == "AI • claude-haiku-4"
         assert await ai.locator(".fallback").inner_text() == "fallback from gpt-4o-mini"
         assert await ai.get_attribute("data-status") == "complete"
@@ -452,7 +458,7 @@ async def test_script_and_event_handlers_in_user_and_ai_text_never_run_and_markd
 
     await alice.send("**bold** and *it* and `x < y`\n\n- one\n- two\n\n```py\nif a < b:\n    pass\n```\n"
                      "See [docs](https://example.com/a?b=1) or https://example.org.")
-    ai = await alice.last_ai_done()
+    ai = await alice.last_ai_done("and it and")
     assert await ai.locator(".body strong").inner_text() == "bold"
     assert await ai.locator(".body em").inner_text() == "it"
     assert await ai.locator(".body p code").inner_text() == "x < y"
@@ -479,7 +485,7 @@ async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_ca
     await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]), carol.open(conv["id"]))
     await carol.user.send(conv["id"], "Morning! Where are we with the launch?", ai=False)
     await alice.send("What's left before we can ship?")
-    await alice.last_ai_done()
+    await alice.last_ai_done("left before we can ship")
     prose = ("Here is a first draft. Pick a plan, ship today. Every plan includes unlimited rooms, "
              "every model your team connects, and streaming replies that anyone in the room can stop. ")
     web.openai.tokens = [w + " " for w in (prose * 12).split()]
@@ -494,7 +500,7 @@ async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_ca
     assert await carol.page.inner_text(".composer .send") == "Send"  # neither
     await bob.page.click(".composer .send")
     for p in (alice, bob, carol):
-        ai = await p.last_ai_done()
+        ai = await p.last_ai_done("Draft the pr")
         assert await ai.get_attribute("data-status") == "cancelled"
         await p.page.wait_for_selector(".live-status .ai-replying", state="detached")
         assert await p.page.inner_text(".composer .send") == "Send"
@@ -553,7 +559,7 @@ async def test_socket_dropped_mid_reply_reconnects_and_the_reply_completes_witho
     await bob.page.wait_for_selector(".connection[data-state=online]", state="attached")
     assert await bob.page.locator(".connection").is_hidden()  # the state clears
     for p in (alice, bob):
-        ai = await p.last_ai_done()
+        ai = await p.last_ai_done("stream a lot")
         assert await ai.get_attribute("data-status") == "complete"
         assert await ai.locator(".body").inner_text() == expected
     assert await bob.page.locator(".msg.ai").count() == 1
@@ -725,7 +731,7 @@ async def test_a_thousand_messages_and_a_100_tokens_per_second_stream_keep_the_p
     assert await alice.page.locator(".messages .msg").count() == 1000
     started = await alice.page.evaluate("performance.now()")
     await alice.send("now stream fast")
-    ai = await alice.last_ai_done(timeout=20_000)
+    ai = await alice.last_ai_done("now stream f", timeout=20_000)
     assert await ai.locator(".body").inner_text() == "".join(web.openai.tokens).strip()
     await asyncio.sleep(0.2)
     perf = await alice.page.evaluate("window.__perf")
@@ -759,7 +765,7 @@ async def test_a_provider_failing_mid_reply_ends_it_as_error_with_the_reason(web
     conv = await alice.user.conversation(title="Flaky", default_model_id="openai:gpt-4o-mini")
     await alice.open(conv["id"])
     await alice.send("go")
-    ai = await alice.last_ai_done()
+    ai = await alice.last_ai_done("go")
     assert await ai.get_attribute("data-status") == "error"
     assert (await ai.locator(".status").inner_text()).startswith("Error (")
     assert (await ai.locator(".error-note").inner_text()).startswith("The model failed: ")
