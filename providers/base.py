@@ -46,15 +46,17 @@ class ProviderError(Exception):
 
     code: str = "provider_error"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # safe to show a user: names no address, host or credential
+        self.detail = detail  # for the log: what the transport said, addresses included
         self.status = status
         if code is not None:
             self.code = code
 
     def __str__(self) -> str:
-        return self.message
+        return self.message if self.detail is None else f"{self.message} ({self.detail})"
 
 
 class ProviderHTTPError(ProviderError):
@@ -70,7 +72,8 @@ class ProviderTimeout(ProviderError):
 
 
 class ProviderConnectionError(ProviderError):
-    """Refused, reset, or closed before the end marker; code "unavailable" if it never connected."""
+    """Refused, reset, or closed before the end marker; code "unavailable" if it never connected.
+    The socket error, which names the address, is only in `detail`."""
 
 
 class ProviderProtocolError(ProviderError):

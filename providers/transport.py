@@ -208,9 +208,9 @@ def translate(exc: BaseException, name: str) -> ProviderError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ProviderTimeout(f"{name}: connect timed out", which="connect", code="unavailable")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ProviderConnectionError(f"{name}: {exc}", code="unavailable")
+        return ProviderConnectionError(f"{name}: could not connect", code="unavailable", detail=str(exc))
     if isinstance(exc, aiohttp.InvalidUrlClientError):
-        return ProviderConnectionError(f"{name}: invalid URL {exc.url}", code="unavailable")
+        return ProviderConnectionError(f"{name}: invalid URL", code="unavailable", detail=str(exc.url))
     if isinstance(exc, TimeoutError):
         return ProviderTimeout(f"{name}: timed out", which="idle")
     if isinstance(exc, aiohttp.ClientResponseError):
@@ -219,7 +219,7 @@ def translate(exc: BaseException, name: str) -> ProviderError:
         return ProviderConnectionError(f"{name}: connection broken mid-stream")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ProviderConnectionError(f"{name}: server disconnected")
-    return ProviderConnectionError(f"{name}: connection error: {exc}")
+    return ProviderConnectionError(f"{name}: connection error", detail=f"{exc.__class__.__name__}: {exc}")
 
 
 def _is_aiohttp(exc: BaseException) -> bool:

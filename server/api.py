@@ -24,7 +24,6 @@ from .node import Node
 from .ratelimit import KeyedBuckets
 from .records import User
 from .settings import Settings
-from .store import CONNECTION_ERRORS
 from .turns import Turn
 
 log = logging.getLogger("chat.api")
@@ -46,9 +45,6 @@ async def error_response(request: Request, exc: Exception) -> Response:
             err = NotAllowed(f"{request.method} is not allowed on {request.url.path}")
         else:
             err = BadRequest(exc.detail or "bad request")
-    elif isinstance(exc, CONNECTION_ERRORS):
-        log.warning("database error on %s: %r", request.url.path, exc)
-        err = Unavailable("the database is unavailable; retry")
     else:
         err = ChatError("internal error")
     headers = None
@@ -208,8 +204,8 @@ class Api:
         return json(_node(request).models())
 
     async def list_nodes(self, request: Request) -> Response:
-        await self.user(request)
-        return json({"nodes": await _node(request).ai_nodes()})
+        user = await self.user(request)
+        return json({"nodes": await _node(request).ai_nodes(user)})
 
     async def create_node(self, request: Request) -> Response:
         user = await self.user(request)

@@ -30,7 +30,7 @@ from .node import Node
 from .nodes import Nodes
 from .routing import Router
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Store
+from .store import Store
 from .turns import Turns
 from .ws import SocketEndpoint
 
@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> FrontDoor:
         if not settings.database_url:
             raise RuntimeError("settings.database_url is required (run.py starts an embedded database)")
         store = await Store.connect(settings.database_url, min_size=settings.pool_min_size,
-                                    max_size=settings.pool_max_size)
+                                    max_size=settings.pool_max_size, deadline=settings.db_timeout)
         version = await store.apply_schema(SCHEMA.read_text())
         interrupted = await store.messages.mark_interrupted(settings.node_id)
         log.info("schema version %s; %s interrupted replies marked", version, interrupted)
@@ -117,10 +117,12 @@ def create_app(settings: Settings) -> FrontDoor:
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
         nodes.start()
+        node.start()
         try:
             yield {"node": node}
         finally:
             endpoint.close_all()
+            await node.close()
             await turns.close()
             await nodes.close()
             await hub.close()
@@ -136,8 +138,7 @@ def create_app(settings: Settings) -> FrontDoor:
         routes=[*api.routes(), *([Mount("/", StaticFiles(directory=WEB, html=True))] if WEB.is_dir() else [])],
         middleware=[cors],
         # Every exception goes to the one function that answers in the contract's error body.
-        exception_handlers={error: error_response for error in (ChatError, HTTPException, *CONNECTION_ERRORS,
-                                                                 Exception)},
+        exception_handlers={error: error_response for error in (ChatError, HTTPException, Exception)},
         lifespan=lifespan,
     )
     app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001

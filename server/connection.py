@@ -24,6 +24,7 @@ log = logging.getLogger("chat.ws")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CLOSE_TOO_SLOW = 1013
+CLOSE_UNAUTHORIZED = 4401
 
 _ids = itertools.count(1)
 
@@ -32,11 +33,15 @@ class Connection:
     """Frames go out without awaiting; a client whose queue overflows is cut, never waited on."""
 
     __slots__ = ("id", "user", "_send", "_queue", "_max", "_idle", "_pending", "closing", "close_code",
-                 "close_reason", "gone", "subscriptions", "writer", "__weakref__")
+                 "close_reason", "gone", "subscriptions", "writer", "abort", "close_timeout", "token", "__weakref__")
 
-    def __init__(self, user: User, send: Send, max_queue: int) -> None:
+    def __init__(self, user: User, send: Send, max_queue: int, *, abort: Callable[[], None] | None = None,
+                 close_timeout: float = 2.0, token: bytes = b"") -> None:
         self.id = next(_ids)
         self.user = user
+        self.token = token  # the hash of the token it authenticated with
+        self.abort = abort  # drops the transport and whatever it still buffers
+        self.close_timeout = close_timeout
         self._send = send
         self._queue: deque[dict[str, Any]] | None = None  # made on the first backlog
         self._max = max_queue
@@ -98,8 +103,17 @@ class Connection:
         self.close_reason = reason
         if code == CLOSE_TOO_SLOW:
             self._queue = None
+            # A client that reads nothing never takes the close frame either: past the close
+            # timeout its transport is aborted, so the megabytes buffered for it are freed now.
+            asyncio.get_running_loop().call_later(self.close_timeout, self._abort_if_stuck)
         self._idle = False
         self._spawn()
+
+    def _abort_if_stuck(self) -> None:
+        if self.writer is not None and not self.writer.done() and self.abort is not None:
+            log.info("aborting connection %s of user %s: it did not take its close frame", self.id, self.user.id)
+            self.gone = True
+            self.abort()
 
     def disconnected(self, code: int) -> None:
         """The peer closed (or the socket died): nothing more is written, not even a close frame."""

@@ -56,6 +56,7 @@ class Hub:
         self.gap_timeout = gap_timeout
         self.presence = Presence()
         self.channels: dict[int, Channel] = {}
+        self.by_user: dict[int, set[Connection]] = {}  # every open connection, by its user
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -66,6 +67,27 @@ class Hub:
             if ch.timer:
                 ch.timer.cancel()
         await self.broker.close()
+
+    # -- connections ------------------------------------------------------------
+
+    def connect(self, conn: Connection) -> None:
+        self.by_user.setdefault(conn.user.id, set()).add(conn)
+
+    def connections_of(self, user_id: int) -> set[Connection]:
+        return self.by_user.get(user_id, set())
+
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self.by_user.values() for conn in conns]
+
+    def drop(self, conn: Connection) -> None:
+        """Forget a closed connection everywhere."""
+        for cid in list(conn.subscriptions):
+            self.unsubscribe(conn, cid)
+        conns = self.by_user.get(conn.user.id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_user[conn.user.id]
 
     # -- subscriptions --------------------------------------------------------
 
@@ -127,11 +149,6 @@ class Hub:
             del self.channels[cid]
             self.broker.unsubscribe(cid)
         return True
-
-    def drop(self, conn: Connection) -> None:
-        """Forget a closed connection everywhere."""
-        for cid in list(conn.subscriptions):
-            self.unsubscribe(conn, cid)
 
     def _leave(self, ch: Channel, sub: Subscription) -> None:
         if sub.buffer is not None:

@@ -6,16 +6,18 @@ the collaborators the lifespan builds and hands in."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from providers.registry import Registry
 
 from . import protocol
-from .auth import Auth
-from .connection import Connection
+from .auth import Auth, token_hash
+from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
-from .errors import Forbidden, Invalid, NotFound
+from .errors import Forbidden, Invalid, NotFound, RateLimited
 from .events import Event
 from .hub import Hub
 from .inputs import ConversationChanges, Login, NewConversation, NewNode, Registration
@@ -27,6 +29,8 @@ from .settings import Settings
 from .store import Store
 from .turns import Turn, Turns
 from .writer import MessageWriter
+
+log = logging.getLogger("chat.node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,23 @@ class Node:
         self.registry = registry
         self.nodes = nodes
         self.writer = MessageWriter(store.messages)
+        self._checker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._checker = asyncio.get_running_loop().create_task(self._check_tokens_forever(), name="token-checks")
+
+    async def close(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            await asyncio.gather(self._checker, return_exceptions=True)
+
+    async def _check_tokens_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ws_token_check_interval)
+            try:
+                await self.check_tokens()
+            except Exception as e:  # the database may be down: the next round tries again
+                log.warning("checking open sockets' tokens failed: %r", e)
 
     # -- accounts ---------------------------------------------------------------
 
@@ -67,7 +88,21 @@ class Node:
         return await self.auth.login(login.username, login.password)
 
     async def logout(self, token: str) -> None:
+        """Revoke the token; its sockets here close at once, elsewhere within the check interval."""
         await self.auth.logout(token)
+        self._close_unauthorized({token_hash(token)})
+
+    async def check_tokens(self) -> None:
+        """Close every socket whose token was revoked or expired since it connected."""
+        conns = self.hub.connections()
+        if conns:
+            valid = await self.store.valid_tokens(list({c.token for c in conns}))
+            self._close_unauthorized({c.token for c in conns} - valid)
+
+    def _close_unauthorized(self, hashes: set[bytes]) -> None:
+        for conn in self.hub.connections():
+            if conn.token in hashes:
+                conn.close(CLOSE_UNAUTHORIZED, "token revoked or expired")
 
     # -- conversations ----------------------------------------------------------
 
@@ -161,8 +196,14 @@ class Node:
         frame = protocol.typing(cmd.conversation_id, conn.user, cmd.state)
         self.hub.publish(cmd.conversation_id, Event(protocol.encode(frame), skip_user=conn.user.id))
 
-    def forget(self, conn: Connection) -> None:
-        """A closed connection leaves every conversation."""
+    def connect(self, conn: Connection) -> None:
+        """An authenticated socket joins, within its user's connection limit."""
+        if len(self.hub.connections_of(conn.user.id)) >= self.settings.ws_max_connections_per_user:
+            raise RateLimited("too many connections for this user", retry_after=5)
+        self.hub.connect(conn)
+
+    def disconnect(self, conn: Connection) -> None:
+        """A closed socket leaves every conversation."""
         self.hub.drop(conn)
 
     # -- models and AI nodes ----------------------------------------------------
@@ -170,8 +211,8 @@ class Node:
     def models(self) -> dict[str, Any]:
         return catalog_wire(self.registry)
 
-    async def ai_nodes(self) -> list[dict[str, Any]]:
-        return await self.nodes.list()
+    async def ai_nodes(self, user: User) -> list[dict[str, Any]]:
+        return await self.nodes.list(user)
 
     async def add_ai_node(self, user: User, new: NewNode) -> dict[str, Any]:
         if not user.is_admin:

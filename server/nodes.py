@@ -81,13 +81,13 @@ class Nodes:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def list(self) -> list[dict[str, Any]]:
-        return [self._wire(node) for node in await self.store.nodes()]
+    async def list(self, user: User) -> list[dict[str, Any]]:
+        return [self._wire(node, user.is_admin) for node in await self.store.nodes()]
 
-    def _wire(self, node: AINode) -> dict[str, Any]:
+    def _wire(self, node: AINode, admin: bool) -> dict[str, Any]:
         backend = self.registry.get(node_backend_id(node.id))
         state = backend.node if backend else None
-        return {**node.wire(), "latency_ms": latency(state.latency_ms) if state else None,
+        return {**node.wire(admin), "latency_ms": latency(state.latency_ms) if state else None,
                 "healthy": state.healthy if state else False,
                 "models": [f"{backend.id}:{m}" for m in backend.models] if backend else []}
 
@@ -96,7 +96,7 @@ class Nodes:
         backend = self._registered(node)
         self.registry.add(backend)
         await self.registry.check(backend)  # bounded by the registry's check timeout
-        return self._wire(node)
+        return self._wire(node, user.is_admin)
 
     async def delete(self, node_id: int) -> bool:
         self.registry.remove(node_backend_id(node_id))

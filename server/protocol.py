@@ -111,6 +111,19 @@ def parse(data: str | bytes, settings: Settings) -> tuple[Command, Any]:
         raise FrameError(e, ref) from None
 
 
+def ref_of(data: str | bytes) -> Any:
+    """Only the ref of a frame the server will not otherwise read (one refused by a rate
+    limit), so that even that answer echoes it; None when there is no usable ref."""
+    try:
+        frame = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    ref = frame.get("ref") if isinstance(frame, dict) else None
+    if isinstance(ref, bool) or not isinstance(ref, (str, int, float)):
+        return None
+    return ref if not isinstance(ref, str) or len(ref) <= MAX_REF_CHARS else None
+
+
 def send_message(body: dict[str, Any], conversation_id: int, settings: Settings) -> SendMessage:
     """A message to store, from a `message.send` frame or a REST body."""
     content = inputs.text(body, "content", max_chars=settings.max_content_chars)

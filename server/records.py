@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from providers.registry import Backend, NodeState, Registry
 
@@ -140,9 +141,22 @@ class AINode:
     api_key: str | None
     created_at: datetime
 
-    def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "kind": self.kind, "base_url": self.base_url,
-                "has_api_key": self.api_key is not None, "created_at": rfc3339(self.created_at)}
+    def wire(self, admin: bool) -> dict[str, Any]:
+        """Its address is for admins only, and even they never see a password in it."""
+        out: dict[str, Any] = {"id": self.id, "name": self.name, "kind": self.kind,
+                               "has_api_key": self.api_key is not None, "created_at": rfc3339(self.created_at)}
+        if admin:
+            out["base_url"] = redacted(self.base_url)
+        return out
+
+
+def redacted(url: str) -> str:
+    """A URL with the password of any `user:password@` part replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def node_state_wire(node: NodeState) -> dict[str, Any]:

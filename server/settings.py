@@ -49,6 +49,7 @@ class Settings:
     auth_rate_burst: int = 20
     pool_min_size: int = 2
     pool_max_size: int = 10
+    db_timeout: float = 3.0  # every database call answers within this, or `unavailable`
 
     # WebSocket limits
     ws_max_frame_bytes: int = 64 * 1024
@@ -62,6 +63,8 @@ class Settings:
     ws_max_connections_per_user: int = 20
     ws_ping_interval: float = 20.0
     ws_idle_timeout: float = 60.0
+    ws_close_timeout: float = 2.0  # a closed client that takes no close frame is then dropped
+    ws_token_check_interval: float = 30.0  # open sockets whose token was revoked elsewhere close within this
     ws_allowed_origins: tuple[str, ...] = ()
     replay_cap: int = 500
 
@@ -109,6 +112,8 @@ ENV: dict[str, tuple[str, type]] = {
     "ws_max_connections_per_user": ("CHAT_WS_MAX_CONNECTIONS_PER_USER", int),
     "ws_ping_interval": ("CHAT_WS_PING_INTERVAL", float),
     "ws_idle_timeout": ("CHAT_WS_IDLE_TIMEOUT", float),
+    "ws_close_timeout": ("CHAT_WS_CLOSE_TIMEOUT", float),
+    "ws_token_check_interval": ("CHAT_WS_TOKEN_CHECK_INTERVAL", float),
     "ws_allowed_origins": ("CHAT_WS_ALLOWED_ORIGINS", tuple),
     "replay_cap": ("CHAT_REPLAY_CAP", int),
     "default_model": ("DEFAULT_MODEL", str),
@@ -118,6 +123,7 @@ ENV: dict[str, tuple[str, type]] = {
     "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
     "ai_temperature": ("CHAT_AI_TEMPERATURE", float),
     "pool_max_size": ("CHAT_POOL_MAX_SIZE", int),
+    "db_timeout": ("CHAT_DB_TIMEOUT", float),
     "node_check_interval": ("CHAT_NODE_CHECK_INTERVAL", float),
 }
 

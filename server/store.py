@@ -9,21 +9,14 @@ from typing import Any
 
 import asyncpg
 
-from .errors import Unavailable
+from .database import Database
 from .records import AINode, Conversation, Participant, User
 from .store_messages import MessageStore
 
 SCHEMA_LOCK = 7_261_001  # advisory lock key held while schema.sql is applied
 
-# What the rest of the server may catch without importing the driver itself.
+# What the writer may catch without importing the driver itself.
 DuplicateKey = asyncpg.UniqueViolationError
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.InterfaceError, asyncpg.CannotConnectNowError, ConnectionError,
-)
-
-
-async def _keep_session(con: asyncpg.Connection) -> None:
-    """Pool reset hook: asyncpg still rolls back an open transaction; nothing else to undo."""
 
 
 class SchemaTooNew(RuntimeError):
@@ -52,28 +45,26 @@ def _node(r: asyncpg.Record) -> AINode:
 
 class Store:
     """The one SQL access layer; methods are named for what they do to the data. Statements
-    about messages are on `store.messages`."""
+    about messages are on `store.messages`. Every call answers within the database deadline
+    or raises `Unavailable` (see database.py)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self.messages = MessageStore(pool)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.messages = MessageStore(db)
 
     @classmethod
-    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Store:
-        # No reset query on release: this code keeps no session state (no LISTEN, SET or held
-        # advisory lock), and asyncpg's default reset is a second round trip per statement.
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
-        return cls(pool)
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10, deadline: float = 5.0) -> Store:
+        return cls(await Database.connect(url, min_size=min_size, max_size=max_size, deadline=deadline))
 
     async def close(self) -> None:
-        await self.pool.close()
+        await self.db.close()
 
     # -- schema --------------------------------------------------------------
 
     async def apply_schema(self, sql: str) -> int:
         """Apply schema.sql under an advisory lock; record and return its version."""
         version = schema_version(sql)
-        async with self.pool.acquire() as con:
+        async with self.db.connection() as con:
             await con.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
             try:
                 have = None
@@ -94,16 +85,13 @@ class Store:
         return version
 
     async def ping(self) -> None:
-        try:
-            await self.pool.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise Unavailable(f"database unreachable: {e.__class__.__name__}") from e
+        await self.db.fetchval("SELECT 1")
 
     # -- users and tokens ----------------------------------------------------
 
     async def create_user(self, username: str, display_name: str, password_hash: str) -> User | None:
         """Insert a user (the first one is admin); None if the name is taken."""
-        async with self.pool.acquire() as con, con.transaction():
+        async with self.db.transaction() as con:
             # Serialize only the empty-table case so two first registrations can't both be admin.
             if not await con.fetchval("SELECT EXISTS (SELECT 1 FROM users)"):
                 await con.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK + 1)
@@ -116,7 +104,7 @@ class Store:
         return _user(row) if row else None
 
     async def user_for_login(self, username: str) -> tuple[User, str] | None:
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             f"SELECT {_USER_COLS}, password_hash FROM users"
             " WHERE lower(username) = lower($1)", username,
         )
@@ -124,27 +112,35 @@ class Store:
 
     async def users_by_usernames(self, usernames: Sequence[str]) -> dict[str, User]:
         """Lower-cased username -> user, for the names that exist."""
-        rows = await self.pool.fetch(
+        rows = await self.db.fetch(
             f"SELECT {_USER_COLS} FROM users WHERE lower(username) = any($1::text[])", [u.lower() for u in usernames],
         )
         return {r["username"].lower(): _user(r) for r in rows}
 
     async def create_token(self, user_id: int, token_hash: bytes, expires_at: datetime) -> None:
-        await self.pool.execute(
+        await self.db.execute(
             "INSERT INTO auth_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
             token_hash, user_id, expires_at,
         )
 
     async def user_for_token(self, token_hash: bytes) -> User | None:
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             f"SELECT {_USER_COLS} FROM users WHERE id = (SELECT t.user_id FROM auth_tokens t"
             " WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now())",
             token_hash,
         )
         return _user(row) if row else None
 
+    async def valid_tokens(self, token_hashes: Sequence[bytes]) -> set[bytes]:
+        """Which of these tokens are neither revoked nor expired."""
+        rows = await self.db.fetch(
+            "SELECT token_hash FROM auth_tokens WHERE token_hash = any($1::bytea[])"
+            " AND revoked_at IS NULL AND expires_at > now()", list(token_hashes),
+        )
+        return {bytes(r["token_hash"]) for r in rows}
+
     async def revoke_token(self, token_hash: bytes) -> None:
-        await self.pool.execute(
+        await self.db.execute(
             "UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
             token_hash,
         )
@@ -155,7 +151,7 @@ class Store:
         self, owner_id: int, title: str, mode: str, with_ai: bool,
         default_model_id: str | None, member_ids: Sequence[int],
     ) -> Conversation:
-        async with self.pool.acquire() as con, con.transaction():
+        async with self.db.transaction() as con:
             cid = await con.fetchval(
                 "INSERT INTO conversations (title, mode, with_ai, default_model_id, owner_id)"
                 " VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -170,7 +166,7 @@ class Store:
             return await self._conversation(con, cid)  # type: ignore[return-value]
 
     async def conversation(self, conversation_id: int) -> Conversation | None:
-        async with self.pool.acquire() as con:
+        async with self.db.connection() as con:
             return await self._conversation(con, conversation_id)
 
     async def _conversation(self, con: Any, conversation_id: int) -> Conversation | None:
@@ -205,7 +201,7 @@ class Store:
 
     async def conversations_of(self, user_id: int, limit: int = 200) -> list[Conversation]:
         """The user's conversations, most recent activity first."""
-        async with self.pool.acquire() as con:
+        async with self.db.connection() as con:
             ids = await con.fetch(
                 "SELECT c.id FROM conversations c JOIN participants p ON p.conversation_id = c.id"
                 " WHERE p.user_id = $1 ORDER BY c.activity_at DESC, c.id DESC LIMIT $2",
@@ -218,7 +214,7 @@ class Store:
         allowed = ("title", "mode", "with_ai", "default_model_id")
         cols = [c for c in allowed if c in changes]
         sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
-        async with self.pool.acquire() as con, con.transaction():
+        async with self.db.transaction() as con:
             await con.execute(
                 f"UPDATE conversations SET {sets + ', ' if sets else ''}updated_at = now() WHERE id = $1",
                 conversation_id, *[changes[c] for c in cols],
@@ -226,7 +222,7 @@ class Store:
             return await self._conversation(con, conversation_id)  # type: ignore[return-value]
 
     async def add_participants(self, conversation_id: int, user_ids: Sequence[int]) -> Conversation:
-        async with self.pool.acquire() as con, con.transaction():
+        async with self.db.transaction() as con:
             await con.execute(
                 "INSERT INTO participants (conversation_id, user_id, role)"
                 " SELECT $1, uid, 'member' FROM unnest($2::bigint[]) AS uid ON CONFLICT DO NOTHING",
@@ -236,7 +232,7 @@ class Store:
             return await self._conversation(con, conversation_id)  # type: ignore[return-value]
 
     async def remove_participant(self, conversation_id: int, user_id: int) -> Conversation:
-        async with self.pool.acquire() as con, con.transaction():
+        async with self.db.transaction() as con:
             await con.execute(
                 "DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2",
                 conversation_id, user_id,
@@ -248,7 +244,7 @@ class Store:
 
     async def create_node(self, name: str, kind: str, base_url: str, api_key: str | None,
                           created_by: int) -> AINode:
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             "INSERT INTO ai_nodes (name, kind, base_url, api_key, created_by) VALUES ($1, $2, $3, $4, $5)"
             f" RETURNING {_NODE_COLS}",
             name, kind, base_url, api_key, created_by,
@@ -256,8 +252,8 @@ class Store:
         return _node(row)
 
     async def nodes(self) -> list[AINode]:
-        rows = await self.pool.fetch(f"SELECT {_NODE_COLS} FROM ai_nodes ORDER BY id")
+        rows = await self.db.fetch(f"SELECT {_NODE_COLS} FROM ai_nodes ORDER BY id")
         return [_node(r) for r in rows]
 
     async def delete_node(self, node_id: int) -> bool:
-        return (await self.pool.execute("DELETE FROM ai_nodes WHERE id = $1", node_id)) != "DELETE 0"
+        return (await self.db.execute("DELETE FROM ai_nodes WHERE id = $1", node_id)) != "DELETE 0"

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .database import Database
 from .errors import NotFound
 from .records import Line, Message, Room, User
 
@@ -42,8 +43,8 @@ def _room(cid: int, r: Any) -> Room:
 class MessageStore:
     """Messages: seq allocation in the insert itself, AI reply rows with their history, paging, replay."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def insert_user(
         self, conversation_id: int, author: User, content: str, client_id: str | None,
@@ -55,7 +56,7 @@ class MessageStore:
             # One statement: the UPDATE's row lock on the conversation is held until commit,
             # so concurrent writers commit in seq order and seq has no gaps. A unique-key
             # conflict on client_id aborts the whole statement, the counter included.
-            row = await self.pool.fetchrow(
+            row = await self.db.fetchrow(
                 "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
                 "           WHERE id = $1 AND EXISTS (SELECT 1 FROM participants"
                 "                                     WHERE conversation_id = $1 AND user_id = $2)"
@@ -82,7 +83,7 @@ class MessageStore:
         statement and one commit. Per item: (message, room), or None when the author is not in
         that conversation. Seqs are handed out per conversation in item order, under row locks
         taken in id order. A client_id conflict raises UniqueViolationError for the whole batch."""
-        rows = await self.pool.fetch(
+        rows = await self.db.fetch(
             "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
             "               WITH ORDINALITY AS t(cid, author, content, client_id, ord)),"
             " ok AS (SELECT i.* FROM input i WHERE EXISTS (SELECT 1 FROM participants p"
@@ -110,7 +111,7 @@ class MessageStore:
         return out
 
     async def by_client_id(self, conversation_id: int, author_id: int, client_id: str) -> Message | None:
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             f"SELECT {_COLS} FROM {_FROM} WHERE m.conversation_id = $1 AND m.author_id = $2 AND m.client_id = $3",
             conversation_id, author_id, client_id,
         )
@@ -124,7 +125,7 @@ class MessageStore:
         in one round trip. The history is the latest `history_messages` messages up to the trigger,
         oldest first, as far back as their content fits in `history_chars` characters (the newest
         one always, cut to the budget); replies that did not complete are left out."""
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
             "           WHERE id = $1 RETURNING last_seq),"
             " r AS (INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
@@ -151,7 +152,7 @@ class MessageStore:
         self, message_id: int, content: str, status: str, model_used: str,
         prompt_tokens: int | None, completion_tokens: int | None,
     ) -> Message:
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             "UPDATE messages SET content = $2, status = $3, model_used = $4, prompt_tokens = $5,"
             f" completion_tokens = $6, updated_at = now() WHERE id = $1 {_RETURNING},"
             " NULL::text AS username, NULL::text AS display_name",
@@ -174,7 +175,7 @@ class MessageStore:
         # With `after` alone we page forward; otherwise the newest first, reversed below.
         order = "ASC" if after is not None and before is None else "DESC"
         args.append(limit + 1)
-        rows = await self.pool.fetch(
+        rows = await self.db.fetch(
             f"SELECT {_COLS} FROM {_FROM} WHERE {' AND '.join(where)}"
             f" ORDER BY m.seq {order} LIMIT ${len(args)}", *args,
         )
@@ -187,7 +188,7 @@ class MessageStore:
     async def replay(self, conversation_id: int, after: int, cap: int) -> tuple[list[Message], int]:
         """For a resuming subscriber: every message after `after` if there are at most `cap`
         (else none), and the conversation's last_seq."""
-        async with self.pool.acquire() as con:
+        async with self.db.connection() as con:
             last_seq = await con.fetchval("SELECT last_seq FROM conversations WHERE id = $1", conversation_id)
             if last_seq is None or last_seq - after > cap or last_seq <= after:
                 return [], last_seq or 0
@@ -199,19 +200,19 @@ class MessageStore:
             return [_message(r) for r in rows], last_seq
 
     async def last_seq(self, conversation_id: int) -> int:
-        return await self.pool.fetchval(
+        return await self.db.fetchval(
             "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
 
     async def reply_to(self, message_id: int) -> Message | None:
         """The first AI reply to a message, if one was started."""
-        row = await self.pool.fetchrow(
+        row = await self.db.fetchrow(
             f"SELECT {_COLS} FROM {_FROM} WHERE m.reply_to = $1 ORDER BY m.id LIMIT 1", message_id,
         )
         return _message(row) if row else None
 
     async def mark_interrupted(self, owner_node: str) -> int:
         """Replies this node left `streaming` when it stopped become `interrupted`."""
-        result = await self.pool.execute(
+        result = await self.db.execute(
             "UPDATE messages SET status = 'interrupted', updated_at = now()"
             " WHERE status = 'streaming' AND owner_node = $1", owner_node,
         )

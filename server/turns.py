@@ -9,8 +9,8 @@ import heapq
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from providers.base import ChatMessage, ProviderError, StreamEnd
 from providers.registry import Backend
@@ -72,6 +72,8 @@ class Turns:
         self._queues: dict[int, list[tuple[int, int, Turn]]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._order = 0
+        self._unsaved: dict[int, Final] = {}  # replies that ended while the database was down
+        self._saver: asyncio.Task[None] | None = None
 
     # -- starting, finding, cancelling ---------------------------------------
 
@@ -120,6 +122,11 @@ class Turns:
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        if self._saver is not None:
+            self._saver.cancel()
+            await asyncio.gather(self._saver, return_exceptions=True)
+        for message_id, final in self._unsaved.items():
+            log.error("reply %s (%d characters) could not be stored before shutdown", message_id, len(final.content))
 
     # -- running --------------------------------------------------------------
 
@@ -134,9 +141,11 @@ class Turns:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    log.exception("turn %s failed", turn.reply_id)
+                    if not isinstance(e, Unavailable):
+                        log.exception("turn %s failed", turn.reply_id)
                     if not turn.done.done():
                         turn.done.set_exception(Unavailable(f"the AI turn failed: {e.__class__.__name__}"))
+                        turn.done.exception()  # retrieved: a waiting request raises it, nobody else must
                 finally:
                     self.by_reply.pop(turn.reply_id, None)
                     self.by_trigger.pop(turn.trigger.id, None)
@@ -150,9 +159,17 @@ class Turns:
     async def _run(self, turn: Turn) -> None:
         s = self.settings
         # The reply's row (which fixes its seq) and the history it answers: one round trip.
-        msg, history = await self.store.messages.start_reply(
-            turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, s.node_id,
-            s.history_messages, s.history_chars)
+        try:
+            msg, history = await self.store.messages.start_reply(
+                turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, s.node_id,
+                s.history_messages, s.history_chars)
+        except Exception as e:
+            # No row: nothing to store, but whoever was told of this reply hears that it ended.
+            log.warning("turn %s could not start: %r", turn.reply_id, e)
+            self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, "unavailable",
+                                               "the reply could not be started: the database is unavailable",
+                                               None))
+            raise
         turn.message = msg
         self._emit(turn, protocol.message(msg), seq=msg.seq)
         self._emit(turn, protocol.ai_start(msg, turn.reply_id, turn.model, turn.tier, turn.trigger.id, None))
@@ -248,22 +265,49 @@ class Turns:
         self._emit(turn, frame)
 
     async def _finish(self, turn: Turn, outcome: Outcome) -> None:
+        """Store the reply and end it for its subscribers. When it cannot be stored, it still
+        ends (`ai.error` `unavailable`, with the text) and is stored once the database is back."""
         status, code, error, end = outcome
         msg = turn.message
         assert msg is not None
         usage = end.usage if end is not None else None
-        final = await self.store.messages.finish_reply(
-            msg.id, "".join(turn.parts), status, turn.model,
-            usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
-        )
+        final = Final(msg.id, "".join(turn.parts), status, turn.model,
+                      usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None)
+        try:
+            stored = await self.store.messages.finish_reply(*final)
+        except Exception as e:
+            log.warning("turn %s: storing the reply failed (%r); retrying in the background", turn.reply_id, e)
+            final = final._replace(status="error")
+            self._unsaved[msg.id] = final
+            if self._saver is None or self._saver.done():
+                self._saver = asyncio.get_running_loop().create_task(self._save_later(), name="turns-saver")
+            stored = replace(msg, content=final.content, status=final.status, model_used=final.model_used)
+            status, code = "error", "unavailable"
+            error = "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"
+        final_msg = stored
         if status == "error":
             self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, code or "provider_error",
-                                               error or "the AI provider failed", final))
+                                               error or "the AI provider failed", final_msg))
         else:
-            self._emit(turn, protocol.ai_done(turn.reply_id, turn.model, final))
-        self._emit(turn, protocol.message(final))
+            self._emit(turn, protocol.ai_done(turn.reply_id, turn.model, final_msg))
+        self._emit(turn, protocol.message(final_msg))
         if not turn.done.done():
-            turn.done.set_result(final)
+            turn.done.set_result(final_msg)
+
+    async def _save_later(self) -> None:
+        """Store the replies that ended while the database was down, as soon as it answers."""
+        wait = 0.5
+        while self._unsaved:
+            await asyncio.sleep(wait)
+            for message_id, final in list(self._unsaved.items()):
+                try:
+                    await self.store.messages.finish_reply(*final)
+                except Exception as e:
+                    log.info("storing reply %s still failing: %r", message_id, e)
+                    wait = min(wait * 2, 10.0)
+                    break
+                del self._unsaved[message_id]
+                log.info("reply %s stored after the database came back", message_id)
 
     def _emit(self, turn: Turn, frame: dict[str, Any], seq: int | None = None) -> None:
         """Publish one of the turn's frames: its row by seq, the rest after that row, numbered."""
@@ -288,3 +332,14 @@ class Turns:
 
 
 Outcome = tuple[str, "str | None", "str | None", "StreamEnd | None"]  # status, error code, error text, end
+
+
+class Final(NamedTuple):
+    """A finished reply as MessageStore.finish_reply stores it."""
+
+    message_id: int
+    content: str
+    status: str
+    model_used: str
+    prompt_tokens: int | None
+    completion_tokens: int | None

@@ -16,19 +16,18 @@ from urllib.parse import parse_qs
 from starlette.types import Receive, Scope, Send
 
 from . import protocol
-from .auth import bearer
-from .connection import Connection
+from .auth import bearer, token_hash
+from .connection import CLOSE_UNAUTHORIZED, Connection
 from .errors import ChatError, Invalid, RateLimited, TooLarge, Unauthorized, Unavailable
 from .node import Node
 from .protocol import Authenticate, Cancel, Command, FrameError, Ping, SendMessage, Subscribe, Typing, Unsubscribe
 from .ratelimit import TokenBucket
 from .records import User
 from .settings import Settings
-from .store import CONNECTION_ERRORS
 
 log = logging.getLogger("chat.ws")
 
-CLOSE_UNAUTHORIZED, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY, CLOSE_TRY_LATER = 4401, 1008, 1009, 1001, 1013
+CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY, CLOSE_TRY_LATER = 1008, 1009, 1001, 1013
 SENDS_IN_FLIGHT = 32  # message.send frames of one socket being stored at once
 
 
@@ -38,9 +37,6 @@ def error_frame(exc: BaseException, ref: Any = None) -> str:
         exc, ref = exc.error, exc.ref
     if isinstance(exc, ChatError):
         err = exc
-    elif isinstance(exc, CONNECTION_ERRORS):
-        log.warning("database unavailable: %r", exc)
-        err = Unavailable("the database is unavailable; retry")
     else:
         log.error("frame failed", exc_info=exc)
         err = Unavailable("internal error; nothing was done, retry")
@@ -52,8 +48,7 @@ class SocketEndpoint:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connections: set[Connection] = set()
-        self.per_user: dict[int, int] = {}
+        self.connections: set[Connection] = set()  # this endpoint's open sockets, for shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -69,34 +64,32 @@ class SocketEndpoint:
         if token is None:
             token = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [None])[0]
         await send({"type": "websocket.accept"})
-        user = await self._authenticate(node, token, receive, send)
-        if user is None:
+        found = await self._authenticate(node, token, receive, send)
+        if found is None:
             return
-        if self.per_user.get(user.id, 0) >= self.settings.ws_max_connections_per_user:
-            await _refuse(send, RateLimited("too many connections for this user", retry_after=5),
-                          CLOSE_POLICY, "too many connections")
+        user, token = found
+        conn = Connection(user, send, self.settings.ws_queue_frames, abort=_transport_abort(send),
+                          close_timeout=self.settings.ws_close_timeout, token=token_hash(token))
+        try:
+            node.connect(conn)
+        except ChatError as e:
+            await _refuse(send, e, CLOSE_POLICY, "too many connections")
             return
-        conn = Connection(user, send, self.settings.ws_queue_frames)
         self.connections.add(conn)
-        self.per_user[user.id] = self.per_user.get(user.id, 0) + 1
         conn.start()
         log.info("ws open conn=%s user=%s", conn.id, user.id)
         conn.enqueue(protocol.encode(protocol.hello(user, datetime.now(timezone.utc))))
         try:
             await self._serve(node, conn, receive)
         finally:
-            node.forget(conn)
+            node.disconnect(conn)
             self.connections.discard(conn)
-            left = self.per_user.get(user.id, 1) - 1
-            if left:
-                self.per_user[user.id] = left
-            else:
-                self.per_user.pop(user.id, None)
             conn.close(1000)  # no-op when already closing
             await conn.finish()
             log.info("ws closed conn=%s user=%s code=%s", conn.id, user.id, conn.close_code)
 
-    async def _authenticate(self, node: Node, token: str | None, receive: Receive, send: Send) -> User | None:
+    async def _authenticate(self, node: Node, token: str | None, receive: Receive,
+                            send: Send) -> tuple[User, str] | None:
         """Header or ?token= first; otherwise the first frame must be `auth` within the timeout.
         A bad token closes 4401; a database that cannot answer, 1013 (try again later)."""
         try:
@@ -109,7 +102,7 @@ class SocketEndpoint:
                 if not isinstance(cmd, Authenticate):
                     raise Unauthorized("the first frame must be {\"type\": \"auth\", \"token\": ...}")
                 token = cmd.token
-            return await node.user(token)
+            return await node.user(token), token  # type: ignore[return-value]
         except (ChatError, FrameError, TimeoutError) as e:
             err = e if isinstance(e, Unauthorized) else Unauthorized("authentication required")
             await _refuse(send, err, CLOSE_UNAUTHORIZED, "unauthorized")
@@ -139,7 +132,7 @@ class SocketEndpoint:
                 if strikes > s.ws_rate_strikes:
                     conn.close(CLOSE_POLICY, "rate limit")
                     break
-                conn.enqueue(error_frame(RateLimited("too many frames", retry_after=wait)))
+                conn.enqueue(error_frame(RateLimited("too many frames", retry_after=wait), protocol.ref_of(data)))
                 continue
             strikes = 0
             ref = None
@@ -196,6 +189,13 @@ async def _refuse(send: Send, exc: BaseException, code: int, reason: str) -> Non
     """Before a Connection exists: one error frame, then the close."""
     await send({"type": "websocket.send", "text": error_frame(exc)})
     await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _transport_abort(send: Send) -> Any:
+    """uvicorn's `send` is a method of its protocol object, which holds the socket's transport:
+    the one way to drop a peer that will not read (ASGI itself can only ask for a close)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return getattr(transport, "abort", None)
 
 
 def _data(msg: dict[str, Any]) -> str | bytes:

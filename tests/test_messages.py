@@ -160,7 +160,7 @@ async def test_commit_order_equals_seq_order_under_concurrent_writers(database_u
         done.set()
         await asyncio.gather(*readers)
         assert violations == []
-        seqs = await store.pool.fetchval(
+        seqs = await store.db.fetchval(
             "SELECT array_agg(seq ORDER BY seq) FROM messages WHERE conversation_id = $1", conv.id)
         assert list(seqs) == list(range(1, 201))
     finally:

@@ -48,7 +48,7 @@ async def test_concurrent_sends_share_commits_and_keep_seq_order(store: Store) -
     # one author's sends keep their order within a conversation
     a_seqs = [m.seq for (cid, who, _), (m, _) in zip(jobs, results, strict=True) if who.id == a.id]
     assert a_seqs == sorted(a_seqs)
-    stored = await store.pool.fetchval("SELECT last_seq FROM conversations WHERE id = $1", c1.id)
+    stored = await store.db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", c1.id)
     assert stored == 40
 
 
@@ -71,6 +71,6 @@ async def test_a_resent_client_id_in_a_batch_returns_the_stored_message(store: S
                                writer.insert(conv.id, a, "newer", None))
     assert out[1][0].id == first.id and out[1][1] is None  # the duplicate, as stored
     assert [out[0][0].seq, out[2][0].seq] == [2, 3]
-    seqs = await store.pool.fetchval("SELECT array_agg(seq ORDER BY seq) FROM messages WHERE conversation_id = $1",
+    seqs = await store.db.fetchval("SELECT array_agg(seq ORDER BY seq) FROM messages WHERE conversation_id = $1",
                                      conv.id)
     assert list(seqs) == [1, 2, 3]

@@ -1,0 +1,79 @@
+"""Database: the asyncpg pool with a deadline on every call, and the driver's failures as `unavailable`.
+
+A database that stops answering (stopped, restarting, frozen) must cost a caller a few
+seconds and a clear `unavailable`, never a hang. asyncpg carries the deadlines itself:
+`command_timeout` bounds each statement (and the cancel request it sends when one runs
+late), `timeout` bounds connecting, and acquiring a pooled connection is given the same
+budget. A send that timed out may still commit once the database wakes: it was answered
+`unavailable`, never acknowledged, and a resend with its `client_id` finds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from .errors import Unavailable
+
+# The driver's ways of saying the database cannot answer now (as opposed to refusing a statement).
+_DOWN: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+async def _keep_session(con: asyncpg.Connection) -> None:
+    """Pool reset hook: asyncpg still rolls back an open transaction; nothing else to undo."""
+
+
+class Database:
+    """fetch / fetchrow / fetchval / execute on the pool, or `connection()` / `transaction()` for
+    several statements; every one within `deadline` seconds or `Unavailable`."""
+
+    def __init__(self, pool: asyncpg.Pool, deadline: float) -> None:
+        self.pool = pool
+        self.deadline = deadline
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int, max_size: int, deadline: float) -> Database:
+        # No reset query on release: this code keeps no session state (no LISTEN, SET or held
+        # advisory lock), and asyncpg's default reset is a second round trip per statement.
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session,
+                                         command_timeout=deadline, timeout=deadline)
+        return cls(pool, deadline)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        try:
+            async with self.pool.acquire(timeout=self.deadline) as con:
+                yield con
+        except _DOWN as e:
+            raise Unavailable("the database is unavailable; retry") from e
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        async with self.connection() as con, con.transaction():
+            yield con
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self.connection() as con:
+            return await con.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as con:
+            return await con.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as con:
+            return await con.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self.connection() as con:
+            return await con.execute(sql, *args)
+
