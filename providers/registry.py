@@ -83,6 +83,15 @@ class NodeState:
 
 
 @dataclass(slots=True)
+class Health:
+    """What the last check of a provider that is not a node saw (nodes keep theirs in NodeState)."""
+
+    latency_ms: float | None = None
+    healthy: bool = False
+    checked_at: datetime | None = None
+
+
+@dataclass(slots=True)
 class Backend:
     """One entry under GET /ai/models."""
 
@@ -93,6 +102,7 @@ class Backend:
     models: list[str] = field(default_factory=list)  # model names (not ids)
     node: NodeState | None = None  # set for nodes; None for cloud APIs and echo
     discover: bool = False  # refresh `models` from provider.list_models() on each check
+    health: Health | None = None  # set by the checks, for every HTTP provider that is not a node
     concurrency: int = 0  # turns streaming from it at once; 0: the registry's default
     limit: asyncio.Semaphore | None = field(default=None, repr=False)  # made by Registry.add
 
@@ -161,18 +171,20 @@ class Registry:
         return True
 
     async def check(self, backend: Backend) -> None:
-        """Refresh a backend's node health and (if discover) its models; never raises."""
-        if backend.node is None and not backend.discover:
+        """Refresh a backend's health and (if discover) its models; never raises. Every HTTP
+        provider is checked; a discovering one's model list is its health check."""
+        if backend.kind == "echo" and backend.node is None:
             return
         started = time.perf_counter()
         latency: float | None = None
         ok = True
         try:
             async with asyncio.timeout(self.check_timeout):
-                if backend.node is not None:
-                    latency = await backend.provider.health()
                 if backend.discover:
                     backend.models = list(await backend.provider.list_models())
+                    latency = (time.perf_counter() - started) * 1000.0
+                else:
+                    latency = await backend.provider.health()
         except ProviderError as exc:
             ok = False
             log.info("backend %s unhealthy: %s", backend.id, exc)
@@ -182,10 +194,14 @@ class Registry:
         except Exception:  # noqa: BLE001 - a check runs on a schedule; one bad backend must not stop it
             ok = False
             log.exception("backend %s check failed", backend.id)
+        state: NodeState | Health
         if backend.node is not None:
-            backend.node.healthy = ok
-            backend.node.latency_ms = latency if ok else None
-            backend.node.checked_at = datetime.now(UTC)
+            state = backend.node
+        else:
+            state = backend.health = backend.health or Health()
+        state.healthy = ok
+        state.latency_ms = latency if ok else None
+        state.checked_at = datetime.now(UTC)
 
     async def check_all(self) -> None:
         """Check every backend concurrently; never raises."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Protocol
 
@@ -51,22 +52,26 @@ class LocalBroker:
 class RedisBroker:
     """Several processes: events travel over Redis pub/sub, one channel per conversation.
 
-    Publishing goes through one writer task fed by a bounded queue, so callers never await
-    Redis. Every process, the publisher included, receives its own events back from Redis,
-    which keeps one delivery order for all of them.
+    An event is delivered to this process's own subscribers at once, and published for the
+    others through one writer task fed by a bounded queue, so callers never await Redis; an
+    event coming back from Redis with this process's origin is skipped. While Redis is down
+    each process keeps serving its own subscribers; other processes catch up through the
+    hub's gap fill (stored messages) when it is back, and resubscribing happens by itself.
     """
 
     def __init__(self, url: str, prefix: str = "chat:conv:", max_pending: int = 100_000) -> None:
         import redis.asyncio as redis  # imported here: only multi-node deployments need it
 
-        self._redis = redis.from_url(url)
+        self._redis = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
         self._pubsub = self._redis.pubsub()
         self._prefix = prefix
+        self._origin = secrets.token_hex(4).encode()  # 8 bytes that mark this process's events
         self._outbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_pending)
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._wanted: set[int] = set()
         self._deliver: Deliver | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._down = False  # Redis was unreachable at the last attempt
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -77,20 +82,28 @@ class RedisBroker:
         self._tasks = [loop.create_task(self._publisher()), loop.create_task(self._reader())]
 
     def publish(self, cid: int, event: Event) -> None:
+        if self._deliver is not None:
+            self._deliver(cid, event)
         try:
-            self._outbox.put_nowait((cid, event.to_bytes()))
+            self._outbox.put_nowait((cid, self._origin + event.to_bytes()))
         except asyncio.QueueFull:
-            # The hub's gap filler reads stored messages back; live-only frames are lost.
-            log.error("redis outbox full; dropping an event of conversation %s", cid)
+            # The other processes' gap fillers read stored messages back; live-only frames are lost.
+            log.error("redis outbox full; an event of conversation %s reaches this process only", cid)
 
     async def subscribe(self, cid: int) -> None:
+        """Returns once Redis confirmed it (so no later publish can miss this process), or at
+        once while Redis is down: this process's own events still arrive."""
         self._wanted.add(cid)
+        if self._down:
+            return
         channel = f"{self._prefix}{cid}".encode()
         done = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, []).append(done)
-        await self._pubsub.subscribe(channel)
-        # Redis confirms after it registered us: from then on no publish can miss this process.
-        await asyncio.wait_for(done, 5.0)
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(done, 5.0)
+        except Exception as e:
+            self._went_down(e)
 
     def unsubscribe(self, cid: int) -> None:
         self._wanted.discard(cid)
@@ -101,21 +114,28 @@ class RedisBroker:
         if cid not in self._wanted:  # a new listener may have come back meanwhile
             await self._pubsub.unsubscribe(f"{self._prefix}{cid}")
 
+    def _went_down(self, e: BaseException) -> None:
+        if not self._down:
+            log.error("redis unavailable (%r): delivering to this process's subscribers only", e)
+        self._down = True
+
     async def _publisher(self) -> None:
         while True:
             cid, data = await self._outbox.get()
             try:
                 await self._redis.publish(f"{self._prefix}{cid}", data)
-            except Exception:
-                log.exception("redis publish failed for conversation %s", cid)
+            except Exception as e:
+                self._went_down(e)
 
     async def _reader(self) -> None:
         plen = len(self._prefix)
         while True:
             try:
+                if self._down:
+                    await self._reconnect()
                 msg = await self._pubsub.get_message(timeout=1.0)
-            except Exception:
-                log.exception("redis read failed; retrying")
+            except Exception as e:
+                self._went_down(e)
                 await asyncio.sleep(0.5)
                 continue
             if msg is None:
@@ -125,13 +145,21 @@ class RedisBroker:
                     if not fut.done():
                         fut.set_result(None)
                 continue
-            if msg["type"] != "message" or self._deliver is None:
+            data = msg["data"]
+            if msg["type"] != "message" or self._deliver is None or data[:8] == self._origin:
                 continue
             try:
-                cid = int(msg["channel"][plen:])
-                self._deliver(cid, Event.from_bytes(msg["data"]))
+                self._deliver(int(msg["channel"][plen:]), Event.from_bytes(data[8:]))
             except Exception:
                 log.exception("bad event from redis")
+
+    async def _reconnect(self) -> None:
+        """Listen again to every conversation this process has subscribers for."""
+        await self._redis.ping()
+        channels = [self._prefix + "_", *(f"{self._prefix}{cid}" for cid in self._wanted)]
+        await self._pubsub.subscribe(*channels)
+        self._down = False
+        log.warning("redis is back: listening to %d conversations again", len(channels) - 1)
 
     async def close(self) -> None:
         for t in self._tasks:

@@ -165,12 +165,16 @@ def node_state_wire(node: NodeState) -> dict[str, Any]:
 
 
 def backend_wire(backend: Backend) -> dict[str, Any]:
-    """One provider of GET /ai/models; a node's models are available while it is healthy."""
-    node = backend.node
+    """One provider of GET /ai/models; a node's models are available while it is healthy. Other
+    providers carry their last check as `health` (their models stay available: a provider whose
+    model list fails may still stream)."""
+    node, health = backend.node, backend.health
     available = node is None or node.healthy
     return {
         "id": backend.id, "label": backend.label, "kind": backend.kind,
         "node": None if node is None else node_state_wire(node),
+        "health": None if health is None else {"healthy": health.healthy, "latency_ms": latency(health.latency_ms),
+                                               "checked_at": rfc3339(health.checked_at)},
         "models": [{"id": f"{backend.id}:{m}", "name": m, "available": available} for m in backend.models],
     }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import re
 import socket
 from pathlib import Path
@@ -79,6 +81,35 @@ class EmbeddedPostgres:
             pid_file.unlink()
 
 
+class DataDirLock:
+    """One server per data directory: a second one would share the embedded database and stop
+    it under the first on exit. Held (flock) for the life of the process; the kernel drops it
+    when the process dies, however it dies."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir.resolve() / "server.lock"
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        """Raises RuntimeError, naming the holder, when another server holds it."""
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise RuntimeError(
+                f"another chat server (pid {holder}) is using the data directory {self.path.parent}; "
+                "stop it, or give this one its own --data-dir (or a --database-url)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+
+
 def embedded_database(data_dir: Path) -> tuple[str, Callable[[], None]]:
     """Start (or reuse) the embedded PostgreSQL in data_dir/postgres; its URL and a function that stops it."""
     pg = EmbeddedPostgres(data_dir)
@@ -94,6 +125,18 @@ class RedactTokens(logging.Filter):
         if record.args:
             record.args = tuple(self.pattern.sub(r"\1***", a) if isinstance(a, str) else a
                                 for a in record.args)  # type: ignore[assignment]
+        return True
+
+
+class ClientFaultsAreNotErrors(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 frame as an ERROR with a traceback: any client could
+    flood the log with it. It is the client's fault, answered with close 1007: one info line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -114,13 +157,21 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
 class ChatServer(uvicorn.Server):
     """On SIGTERM: stop accepting, close sockets with 1001, persist running turns, exit."""
 
-    def __init__(self, config: uvicorn.Config, on_stopped: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: uvicorn.Config, on_stopped: Callable[[], None] | None = None,
+                 on_started: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         error_log = logging.getLogger("uvicorn.error")
-        if not any(isinstance(f, RedactTokens) for f in error_log.filters):
-            error_log.addFilter(RedactTokens())
+        for kind in (RedactTokens, ClientFaultsAreNotErrors):
+            if not any(isinstance(f, kind) for f in error_log.filters):
+                error_log.addFilter(kind())
         # uvicorn re-raises the signal once serving ends, so atexit hooks never run: stop here.
         self.on_stopped = on_stopped
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()  # listening now: what it announces answers
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

@@ -17,7 +17,7 @@ from providers.echo import EchoProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
 from providers.registry import Backend, ModelId, ModelNotServed, NodeState, Registry, parse_model_id
-from tests.fakes import FakeOllama, closed_port
+from tests.fakes import FakeOllama, FakeOpenAI, closed_port
 
 FAST = Timeouts(connect=1.0, first_token=1.0, idle=1.0, total=5.0)
 
@@ -159,9 +159,15 @@ async def test_check_is_bounded_by_its_timeout(http: Any) -> None:
     assert elapsed < 0.6
 
 
-async def test_cloud_backend_without_discover_makes_no_request(http: Any) -> None:
+async def test_a_cloud_backend_is_checked_and_keeps_its_configured_models(http: Any) -> None:
     registry = Registry("echo:echo")
-    async with FakeOllama() as fake:
-        backend = Backend("openai", "OpenAI", "openai", OpenAIProvider(http, fake.url + "/v1"), ["gpt-4o-mini"])
+    async with FakeOpenAI() as fake:
+        backend = Backend("openai", "OpenAI", "openai", OpenAIProvider(http, fake.base_url, timeouts=FAST),
+                          ["gpt-configured"])
         await registry.check(backend)
-    assert fake.requests == []
+    assert backend.health is not None and backend.health.healthy and backend.health.latency_ms is not None
+    assert backend.models == ["gpt-configured"] and backend.node is None
+    dead = Backend("openai", "OpenAI", "openai",
+                   OpenAIProvider(http, f"http://127.0.0.1:{closed_port()}/v1", timeouts=FAST), ["a"])
+    await registry.check(dead)
+    assert dead.health is not None and not dead.health.healthy and dead.health.checked_at is not None

@@ -11,7 +11,8 @@ import pytest
 
 from providers.base import Timeouts
 from providers.ollama import OllamaProvider
-from providers.registry import Backend, NodeState, Registry
+from providers.echo import EchoProvider
+from providers.registry import Backend, Health, NodeState, Registry
 from server.records import catalog_wire, rfc3339
 from tests.fakes import FakeOllama
 from tests.test_providers_registry import make_registry
@@ -34,14 +35,25 @@ def test_catalog_lists_providers_with_node_health_and_models() -> None:
     assert catalog_wire(registry) == {
         "default_model_id": "echo:echo",
         "providers": [
-            {"id": "echo", "label": "Echo", "kind": "echo", "node": None,
+            {"id": "echo", "label": "Echo", "kind": "echo", "node": None, "health": None,
              "models": [{"id": "echo:echo", "name": "echo", "available": True}]},
             {"id": "client:1", "label": "Mac Studio", "kind": "ollama",
              "node": {"id": 1, "name": "Mac Studio", "latency_ms": 12.3, "healthy": True,
-                      "checked_at": "2025-01-02T03:04:05.678Z"},
+                      "checked_at": "2025-01-02T03:04:05.678Z"}, "health": None,
              "models": [{"id": "client:1:llama3.1:8b", "name": "llama3.1:8b", "available": True}]},
         ],
     }
+
+
+def test_a_cloud_provider_shows_its_last_check_and_keeps_its_models_available() -> None:
+    registry = make_registry()
+    cloud = Backend("openai", "OpenAI", "openai", EchoProvider(delay=0), ["gpt-a"],
+                    health=Health(latency_ms=None, healthy=False, checked_at=datetime(2025, 1, 2, tzinfo=UTC)))
+    registry.add(cloud)
+    entry = catalog_wire(registry)["providers"][2]
+    assert entry["node"] is None
+    assert entry["health"] == {"healthy": False, "latency_ms": None, "checked_at": "2025-01-02T00:00:00.000Z"}
+    assert entry["models"] == [{"id": "openai:gpt-a", "name": "gpt-a", "available": True}]
 
 
 def test_catalog_shows_an_unchecked_nodes_models_unavailable() -> None:

@@ -21,8 +21,10 @@ def test_flags_beat_environment_beat_toml(tmp_path: Path) -> None:
     assert s.port == 7002
 
 
-def test_well_known_provider_environment_variables() -> None:
-    s = load_settings({}, env={"OPENAI_API_KEY": "sk", "OPENAI_MODELS": "a, b", "ANTHROPIC_API_KEY": "ak",
+def test_well_known_provider_environment_variables(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"  # never the chat.toml an operator keeps in the checkout
+    empty.write_text("")
+    s = load_settings({"config_path": str(empty)}, env={"OPENAI_API_KEY": "sk", "OPENAI_MODELS": "a, b", "ANTHROPIC_API_KEY": "ak",
                                "OLLAMA_URL": "http://box:11434", "DEFAULT_MODEL": "openai:a",
                                "CHAT_WS_ALLOWED_ORIGINS": "https://x, https://y"})
     by_id = {p.id: p for p in s.providers}

@@ -8,6 +8,10 @@ import asyncpg
 import orjson
 import pytest
 import websockets
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from tests.conftest import Client, Running, Socket, running_server
 
@@ -358,3 +362,29 @@ async def test_query_tokens_never_reach_the_logs(client: Client, caplog: pytest.
     server_lines = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "chat"))]
     assert any("/ws" in line for line in server_lines)
     assert not any(u.token in line for line in server_lines)
+
+
+async def test_invalid_utf8_closes_1007_and_logs_one_info_line_not_an_error(
+        client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    u = await client.user()
+    proto = ClientProtocol(parse_uri(f"{client.ws_url}?token={u.token}"))
+    host, port = client.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    with caplog.at_level("INFO"):
+        proto.send_request(proto.connect())
+        writer.write(b"".join(proto.data_to_send()))
+        while proto.state is not State.OPEN:
+            proto.receive_data(await reader.read(4096))
+        proto.send_frame(Frame(Opcode.TEXT, b"\xff\xfe not utf-8"))
+        writer.write(b"".join(proto.data_to_send()))
+        code = None
+        async with asyncio.timeout(5):
+            while code is None and (data := await reader.read(4096)):
+                proto.receive_data(data)
+                for event in proto.events_received():
+                    if getattr(event, "opcode", None) is Opcode.CLOSE:
+                        code = Close.parse(event.data).code
+        writer.close()
+    assert code == 1007
+    utf8 = [r for r in caplog.records if "Invalid UTF-8" in r.getMessage()]
+    assert len(utf8) == 1 and utf8[0].levelname == "INFO" and utf8[0].exc_info is None
