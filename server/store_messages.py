@@ -160,6 +160,12 @@ class MessageStore:
         )
         return _message(row)
 
+    async def checkpoint_reply(self, message_id: int, content: str) -> None:
+        """A streaming reply's text so far, so a crash loses at most what came since; a reply that
+        already ended is left alone."""
+        await self.db.execute(
+            "UPDATE messages SET content = $2 WHERE id = $1 AND status = 'streaming'", message_id, content)
+
     async def page(
         self, conversation_id: int, *, after: int | None, before: int | None, limit: int,
     ) -> tuple[list[Message], bool]:

@@ -51,6 +51,8 @@ class Turn:
     step: int = 0  # the next frame's place among this reply's frames
     cancel_by: int | None = None
     stream_task: asyncio.Task[Any] | None = None
+    checkpoint: asyncio.Task[None] | None = None  # the text so far being stored (see _delta)
+    checkpointed: float = 0.0  # loop time of the last checkpoint, or of the row's insert
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     listeners: list[Listener] = field(default_factory=list)
 
@@ -171,6 +173,7 @@ class Turns:
                                                None))
             raise
         turn.message = msg
+        turn.checkpointed = asyncio.get_running_loop().time()
         self._emit(turn, protocol.message(msg), seq=msg.seq)
         self._emit(turn, protocol.ai_start(msg, turn.reply_id, turn.model, turn.tier, turn.trigger.id, None))
         try:
@@ -263,6 +266,20 @@ class Turns:
         frame = protocol.ai_delta(turn.room.id, turn.reply_id, turn.model, turn.index, text)
         turn.index += 1
         self._emit(turn, frame)
+        now = asyncio.get_running_loop().time()
+        if now - turn.checkpointed >= self.settings.reply_checkpoint_interval and turn.checkpoint is None:
+            turn.checkpointed = now
+            turn.checkpoint = asyncio.get_running_loop().create_task(self._checkpoint(turn))
+
+    async def _checkpoint(self, turn: Turn) -> None:
+        """Store the text so far in the background; a failure only means a crash would lose more."""
+        assert turn.message is not None
+        try:
+            await self.store.messages.checkpoint_reply(turn.message.id, "".join(turn.parts))
+        except Exception as e:
+            log.info("turn %s: checkpoint failed: %r", turn.reply_id, e)
+        finally:
+            turn.checkpoint = None
 
     async def _finish(self, turn: Turn, outcome: Outcome) -> None:
         """Store the reply and end it for its subscribers. When it cannot be stored, it still

@@ -1,8 +1,10 @@
 """run.py as an operator runs it: real processes, the embedded database in a data directory,
-kill -9, a second server on the same directory, and when the URL is announced."""
+kill -9 (mid-burst, mid-reply, with and without the database), a second server on the
+same directory, and when the URL is announced."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,11 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-import pytest
 import urllib.request
 
-from tests.conftest import free_port
+import aiohttp
+import psutil
+import pytest
+
+from tests.conftest import Client, free_port
 
 RUN = Path(__file__).resolve().parent.parent / "run.py"
 
@@ -23,12 +27,13 @@ RUN = Path(__file__).resolve().parent.parent / "run.py"
 class Proc:
     """run.py in its own process, started in an empty working directory (no chat.toml)."""
 
-    def __init__(self, data_dir: Path, cwd: Path) -> None:
+    def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.popen = subprocess.Popen(
             [sys.executable, str(RUN), "--data-dir", str(data_dir), "--port", str(self.port), "--log-level", "warning"],
             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_CONFIG", "REDIS_URL")})
+            env={**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_CONFIG", "REDIS_URL")},
+                 **(env or {})})
         self.output: list[str] = []
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
@@ -111,5 +116,69 @@ def test_after_kill_9_of_the_server_and_its_database_the_next_start_serves_the_s
                                      data=b'{"username": "kept", "password": "correct horse"}',
                                      headers={"Content-Type": "application/json"})
         assert urllib.request.urlopen(req, timeout=5).status == 200
+    finally:
+        again.stop()
+
+
+def test_kill_9_mid_burst_and_mid_reply_loses_nothing_acknowledged_and_the_reply_ends_interrupted(
+        dirs: tuple[Path, Path]) -> None:
+    asyncio.run(_kill_mid_burst(*dirs))
+
+
+async def _kill_mid_burst(data: Path, cwd: Path) -> None:
+    env = {"CHAT_ECHO_DELAY": "0.05", "CHAT_REPLY_CHECKPOINT_INTERVAL": "0.3",
+           "CHAT_WS_RATE_PER_SECOND": "100000", "CHAT_WS_RATE_BURST": "100000"}
+    first = Proc(data, cwd, env)
+    first.wait_for("Chat open at")
+    base = f"http://127.0.0.1:{first.port}"
+    async with aiohttp.ClientSession() as http:
+        c = Client(http, base, f"ws://127.0.0.1:{first.port}/ws")
+        u = await c.user()
+        conv = await u.conversation()
+        cid = conv["id"]
+        sock = await u.ws()
+        await sock.subscribe(cid)
+        words = " ".join(f"w{i}" for i in range(200))  # echo streams it back for ~10 s
+        await sock.send({"type": "message.send", "conversation_id": cid, "content": words, "client_id": "ai",
+                         "ref": "ai"})
+        sends = [f"m{i}" for i in range(300)]
+        for name in sends:
+            await sock.send({"type": "message.send", "conversation_id": cid, "content": name, "client_id": name,
+                             "ai": False, "ref": name})
+        acked: set[str] = set()
+        deltas = 0
+        async with asyncio.timeout(20):
+            while len(acked) < 100 or deltas < 20:  # past a checkpoint or two
+                frame = await sock.recv()
+                if frame["type"] == "message.ack":
+                    acked.add(frame["client_id"])
+                deltas += frame["type"] == "ai.delta"
+        os.kill(first.popen.pid, signal.SIGKILL)  # mid-burst and mid-reply
+        first.popen.wait(10)
+    again = Proc(data, cwd, env)
+    try:
+        again.wait_for("Chat open at")
+        async with aiohttp.ClientSession() as http:
+            c = Client(http, f"http://127.0.0.1:{again.port}", f"ws://127.0.0.1:{again.port}/ws")
+            sock = await c.ws(u.token)
+            # The client resends whatever was not acknowledged, with the same client_ids.
+            for name in [s for s in sends if s not in acked]:
+                await sock.send({"type": "message.send", "conversation_id": cid, "content": name,
+                                 "client_id": name, "ai": False, "ref": name})
+            async with asyncio.timeout(20):
+                while len(acked) < len(sends) + 1:
+                    frame = await sock.recv()
+                    if frame["type"] == "message.ack":
+                        acked.add(frame["client_id"])
+            replay, sub = await sock.subscribe(cid, after=0)
+            stored = [f["message"] for f in replay]
+            assert sub["recovered"] is True
+            assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))  # gap-free
+            user_ids = [m["client_id"] for m in stored if m["role"] == "user"]
+            assert sorted(user_ids) == sorted(["ai", *sends])  # every one exactly once
+            replies = [m for m in stored if m["role"] == "assistant"]
+            assert len(replies) == 1 and replies[0]["status"] == "interrupted"
+            assert replies[0]["content"] and words.startswith(replies[0]["content"])  # its text, up to a checkpoint
+            await sock.close()
     finally:
         again.stop()
