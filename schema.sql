@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 3
+-- schema-version: 4
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -99,3 +99,9 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS default_model_id text;
 
 -- Step 3: the conversation list is ordered by activity; index the access path.
 CREATE INDEX IF NOT EXISTS conversations_activity ON conversations (activity_at DESC, id DESC);
+
+-- Step 4: how a reply came to be, kept with it: the tier that chose its model, the model
+-- that failed before it took over, and who stopped it.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS tier text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS fallback_from text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS cancelled_by bigint REFERENCES users (id) ON DELETE SET NULL;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from providers.registry import Backend, NodeState, Registry
@@ -99,6 +99,20 @@ class Line:
     author: str | None  # the display name of a user message's author
 
 
+class FinalReply(NamedTuple):
+    """A finished reply as MessageStore.finish_reply stores it."""
+
+    message_id: int
+    content: str
+    status: str
+    model_used: str
+    tier: str
+    fallback_from: str | None
+    cancelled_by: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     id: int
@@ -115,6 +129,9 @@ class Message:
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: datetime
+    tier: str | None = None  # a reply's: the tier that chose the model that wrote it
+    fallback_from: str | None = None  # a reply's: the model that failed before this one took over
+    cancelled_by: User | None = None  # a reply's: who stopped it
 
     def wire(self) -> dict[str, Any]:
         usage = None
@@ -126,7 +143,8 @@ class Message:
             "role": self.role, "author": self.author.author() if self.author else None,
             "content": self.content, "model_used": self.model_used, "status": self.status,
             "client_id": self.client_id, "reply_to": self.reply_to, "usage": usage,
-            "created_at": rfc3339(self.created_at),
+            "created_at": rfc3339(self.created_at), "tier": self.tier, "fallback_from": self.fallback_from,
+            "cancelled_by": self.cancelled_by.author() if self.cancelled_by else None,
         }
 
 
@@ -175,8 +193,15 @@ def backend_wire(backend: Backend) -> dict[str, Any]:
         "node": None if node is None else node_state_wire(node),
         "health": None if health is None else {"healthy": health.healthy, "latency_ms": latency(health.latency_ms),
                                                "checked_at": rfc3339(health.checked_at)},
-        "models": [{"id": f"{backend.id}:{m}", "name": m, "available": available} for m in backend.models],
+        "models": [{"id": f"{backend.id}:{m}", "name": m, "available": available,
+                    **({} if available else {"reason": _unavailable(node)})} for m in backend.models],
     }
+
+
+def _unavailable(node: NodeState | None) -> str:
+    if node is None or node.checked_at is None:
+        return f"{node.name if node else 'the provider'} has not answered a health check yet"
+    return f"{node.name} did not answer its last health check"
 
 
 def catalog_wire(registry: Registry) -> dict[str, Any]:

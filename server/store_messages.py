@@ -11,28 +11,37 @@ import orjson
 
 from .database import Database
 from .errors import NotFound
-from .records import Line, Message, Room, User
+from .records import FinalReply, Line, Message, Room, User
 
-# A message row: `m` joined to its author `u`; statements that RETURNING from `messages`
-# alone fill the author columns themselves (_RETURNING).
+# A message row: `m` joined to its author `u` and to whoever cancelled it `cu`. Statements
+# that RETURN from `messages` alone select `_RETURNING` and fill the names themselves
+# (`_NO_NAMES`), or join the returned rows as `m` (`_JOINS`).
 _COLS = """m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
     m.client_id, m.reply_to, m.reply_id, m.prompt_tokens, m.completion_tokens, m.created_at,
-    u.username, u.display_name"""
-_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+    m.tier, m.fallback_from, m.cancelled_by, u.username, u.display_name,
+    cu.username AS cancelled_username, cu.display_name AS cancelled_display_name"""
+_JOINS = "LEFT JOIN users u ON u.id = m.author_id LEFT JOIN users cu ON cu.id = m.cancelled_by"
+_FROM = f"messages m {_JOINS}"
 _RETURNING = """RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,
-    client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at"""
+    client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at, tier, fallback_from,
+    cancelled_by"""
+_NO_CANCEL = "NULL::text AS cancelled_username, NULL::text AS cancelled_display_name"
+_NO_NAMES = f"NULL::text AS username, NULL::text AS display_name, {_NO_CANCEL}"
 
 
 def _message(r: Any) -> Message:
     author = None
     if r["author_id"] is not None:
         author = User(r["author_id"], r["username"], r["display_name"])
+    cancelled_by = None
+    if r["cancelled_by"] is not None:
+        cancelled_by = User(r["cancelled_by"], r["cancelled_username"], r["cancelled_display_name"])
     return Message(
         id=r["id"], conversation_id=r["conversation_id"], seq=r["seq"], role=r["role"],
         author=author, content=r["content"], model_used=r["model_used"], status=r["status"],
         client_id=r["client_id"], reply_to=r["reply_to"], reply_id=r["reply_id"],
         prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
-        created_at=r["created_at"],
+        created_at=r["created_at"], tier=r["tier"], fallback_from=r["fallback_from"], cancelled_by=cancelled_by,
     )
 
 
@@ -63,7 +72,7 @@ class MessageStore:
                 "           RETURNING last_seq, mode, with_ai, default_model_id, owner_id),"
                 " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
                 f"       SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c {_RETURNING})"
-                " SELECT m.*, $5::text AS username, $6::text AS display_name,"
+                f" SELECT m.*, $5::text AS username, $6::text AS display_name, {_NO_CANCEL},"
                 " c.mode, c.with_ai, c.default_model_id, c.owner_id FROM m, c",
                 conversation_id, author.id, content, client_id, author.username, author.display_name,
             )
@@ -99,8 +108,7 @@ class MessageStore:
             " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
             "       SELECT cid, seq, 'user', author, content, client_id FROM numbered ORDER BY cid, seq"
             f"       {_RETURNING})"
-            " SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id,"
-            " NULL::text AS username, NULL::text AS display_name"
+            f" SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id, {_NO_NAMES}"
             " FROM m JOIN numbered n ON n.cid = m.conversation_id AND n.seq = m.seq",
             [i[0] for i in items], [i[1].id for i in items], [i[2] for i in items], [i[3] for i in items],
         )
@@ -118,7 +126,7 @@ class MessageStore:
         return _message(row) if row else None
 
     async def start_reply(
-        self, conversation_id: int, trigger_id: int, trigger_seq: int, reply_id: str, model: str,
+        self, conversation_id: int, trigger_id: int, trigger_seq: int, reply_id: str, model: str, tier: str,
         owner_node: str, history_messages: int, history_chars: int,
     ) -> tuple[Message, list[Line]]:
         """Store an empty `streaming` reply (which fixes its seq) and read the history it answers,
@@ -129,34 +137,34 @@ class MessageStore:
             "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
             "           WHERE id = $1 RETURNING last_seq),"
             " r AS (INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
-            "                             reply_to, reply_id, owner_node)"
-            f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5 FROM c {_RETURNING}),"
+            "                             reply_to, reply_id, owner_node, tier)"
+            f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5, $9 FROM c {_RETURNING}),"
             " h AS (SELECT role, content, author_id, seq,"
             "              sum(length(content)) OVER (ORDER BY seq DESC) AS total"
             "       FROM messages WHERE conversation_id = $1 AND seq <= $6"
             "         AND (role = 'user' OR (status = 'complete' AND content <> ''))"
             "       ORDER BY seq DESC LIMIT $7)"
-            " SELECT r.*, NULL::text AS username, NULL::text AS display_name,"
+            f" SELECT r.*, {_NO_NAMES},"
             "  (SELECT coalesce(json_agg(json_build_array(h.role, right(h.content, $8), hu.display_name)"
             "                            ORDER BY h.seq), '[]')"
             "   FROM h LEFT JOIN users hu ON hu.id = h.author_id"
             "   WHERE h.total <= $8 OR h.total = length(h.content)) AS history"
             " FROM r",
             conversation_id, trigger_id, reply_id, model, owner_node, trigger_seq, history_messages, history_chars,
+            tier,
         )
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")
         return _message(row), [Line(role, content, author) for role, content, author in orjson.loads(row["history"])]
 
-    async def finish_reply(
-        self, message_id: int, content: str, status: str, model_used: str,
-        prompt_tokens: int | None, completion_tokens: int | None,
-    ) -> Message:
+    async def finish_reply(self, final: FinalReply) -> Message:
+        """A reply's end: its text, status, the model and tier that wrote it, who cancelled it, usage."""
         row = await self.db.fetchrow(
-            "UPDATE messages SET content = $2, status = $3, model_used = $4, prompt_tokens = $5,"
-            f" completion_tokens = $6, updated_at = now() WHERE id = $1 {_RETURNING},"
-            " NULL::text AS username, NULL::text AS display_name",
-            message_id, content, status, model_used, prompt_tokens, completion_tokens,
+            "WITH m AS (UPDATE messages SET content = $2, status = $3, model_used = $4, tier = $5,"
+            " fallback_from = $6, cancelled_by = $7, prompt_tokens = $8, completion_tokens = $9,"
+            f" updated_at = now() WHERE id = $1 {_RETURNING})"
+            f" SELECT {_COLS} FROM m {_JOINS}",
+            *final,
         )
         return _message(row)
 

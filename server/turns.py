@@ -10,7 +10,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from providers.base import ChatMessage, ProviderError, StreamEnd
 from providers.registry import Backend
@@ -19,7 +19,7 @@ from . import protocol
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
-from .records import Line, Message, Room, User
+from .records import FinalReply, Line, Message, Room, User
 from .routing import Choice, Router
 from .settings import Settings
 from .store import Store
@@ -45,6 +45,7 @@ class Turn:
     requested_by: int
     model: str = ""  # the model generating now (a fallback changes it)
     tier: str = ""  # the tier that named it
+    fallback_from: str | None = None  # the model that failed before the current one took over
     message: Message | None = None  # the reply's row, once stored
     parts: list[str] = field(default_factory=list)
     index: int = 0  # the next ai.delta's index
@@ -74,7 +75,7 @@ class Turns:
         self._queues: dict[int, list[tuple[int, int, Turn]]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._order = 0
-        self._unsaved: dict[int, Final] = {}  # replies that ended while the database was down
+        self._unsaved: dict[int, FinalReply] = {}  # replies that ended while the database was down
         self._saver: asyncio.Task[None] | None = None
 
     # -- starting, finding, cancelling ---------------------------------------
@@ -163,7 +164,7 @@ class Turns:
         # The reply's row (which fixes its seq) and the history it answers: one round trip.
         try:
             msg, history = await self.store.messages.start_reply(
-                turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, s.node_id,
+                turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, turn.tier, s.node_id,
                 s.history_messages, s.history_chars)
         except Exception as e:
             # No row: nothing to store, but whoever was told of this reply hears that it ended.
@@ -193,6 +194,7 @@ class Turns:
         for i, (model, tier) in enumerate(candidates):
             if i > 0:
                 previous, turn.model, turn.tier = turn.model, model, tier
+                turn.fallback_from = previous
                 assert turn.message is not None
                 self._emit(turn, protocol.ai_start(turn.message, turn.reply_id, model, tier, turn.trigger.id,
                                                    previous))
@@ -288,17 +290,19 @@ class Turns:
         msg = turn.message
         assert msg is not None
         usage = end.usage if end is not None else None
-        final = Final(msg.id, "".join(turn.parts), status, turn.model,
-                      usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None)
+        final = FinalReply(msg.id, "".join(turn.parts), status, turn.model, turn.tier, turn.fallback_from,
+                           turn.cancel_by if status == "cancelled" else None,
+                           usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None)
         try:
-            stored = await self.store.messages.finish_reply(*final)
+            stored = await self.store.messages.finish_reply(final)
         except Exception as e:
             log.warning("turn %s: storing the reply failed (%r); retrying in the background", turn.reply_id, e)
             final = final._replace(status="error")
             self._unsaved[msg.id] = final
             if self._saver is None or self._saver.done():
                 self._saver = asyncio.get_running_loop().create_task(self._save_later(), name="turns-saver")
-            stored = replace(msg, content=final.content, status=final.status, model_used=final.model_used)
+            stored = replace(msg, content=final.content, status=final.status, model_used=final.model_used,
+                             tier=final.tier, fallback_from=final.fallback_from)
             status, code = "error", "unavailable"
             error = "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"
         final_msg = stored
@@ -318,7 +322,7 @@ class Turns:
             await asyncio.sleep(wait)
             for message_id, final in list(self._unsaved.items()):
                 try:
-                    await self.store.messages.finish_reply(*final)
+                    await self.store.messages.finish_reply(final)
                 except Exception as e:
                     log.info("storing reply %s still failing: %r", message_id, e)
                     wait = min(wait * 2, 10.0)
@@ -350,13 +354,3 @@ class Turns:
 
 Outcome = tuple[str, "str | None", "str | None", "StreamEnd | None"]  # status, error code, error text, end
 
-
-class Final(NamedTuple):
-    """A finished reply as MessageStore.finish_reply stores it."""
-
-    message_id: int
-    content: str
-    status: str
-    model_used: str
-    prompt_tokens: int | None
-    completion_tokens: int | None

@@ -62,6 +62,7 @@ def test_catalog_shows_an_unchecked_nodes_models_unavailable() -> None:
     assert client["node"] == {"id": 1, "name": "Mac Studio", "latency_ms": None, "healthy": False,
                               "checked_at": None}
     assert client["models"][0]["available"] is False
+    assert client["models"][0]["reason"] == "Mac Studio has not answered a health check yet"
 
 
 async def test_catalog_never_waits_for_a_check_in_progress(http: Any) -> None:

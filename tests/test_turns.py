@@ -150,6 +150,10 @@ async def test_fallback_to_the_next_tier_before_the_first_token(ai: Rig) -> None
     assert all(f["model"] == "anthropic:claude-x" for f in frames if f["type"] in ("ai.delta", "ai.done"))
     stored = frames[-1]["message"]
     assert stored["model_used"] == "anthropic:claude-x" and stored["status"] == "complete"
+    # How it came to be stays with the reply: the history shows it too.
+    assert stored["tier"] == "conversation" and stored["fallback_from"] == "openai:gpt-a"
+    page = (await u.call("GET", f"/conversations/{c['id']}/messages")).body["messages"]
+    assert (page[-1]["tier"], page[-1]["fallback_from"]) == ("conversation", "openai:gpt-a")
     await s.close()
 
 
@@ -240,6 +244,7 @@ async def test_cancel_stops_the_provider_and_stores_the_partial(ai: Rig) -> None
     frames = await turn_frames(s)
     end = frames[-1]
     assert end["type"] == "ai.done" and end["message"]["status"] == "cancelled"
+    assert end["message"]["cancelled_by"] == {"id": u.id, "username": u.username, "display_name": "Alice"}
     assert 0 < len(end["message"]["content"]) < len("".join(ai.openai.tokens))
     await ai.openai.wait_disconnects(1, timeout=2)
     await s.close()
@@ -387,9 +392,9 @@ async def test_restart_marks_this_nodes_streaming_replies_interrupted(database_u
         m = (await u.send(conv["id"], "q")).body["message"]
         store = srv.node.store
         # What a crash leaves behind: a reply still `streaming`, owned by this node and another.
-        mine, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-crash", "echo:echo",
+        mine, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-crash", "echo:echo", "system",
                                                    "crashy", 40, 1000)
-        theirs, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-other", "echo:echo",
+        theirs, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-other", "echo:echo", "system",
                                                      "other-node", 40, 1000)
     async with running_server(database_url, node_id="crashy") as srv:
         page = await Client(http, srv.base_url, srv.ws_url).call("GET", f"/conversations/{conv['id']}/messages",
