@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 4
+-- schema-version: 5
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -105,3 +105,17 @@ CREATE INDEX IF NOT EXISTS conversations_activity ON conversations (activity_at 
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS tier text;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS fallback_from text;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS cancelled_by bigint REFERENCES users (id) ON DELETE SET NULL;
+
+-- Step 5: what each reply used and cost, and how fast it came, for usage, budgets and model
+-- stats; indexed for the aggregations by conversation, by the user who asked, and by model.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS requested_by bigint REFERENCES users (id) ON DELETE SET NULL;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS ttft_ms real;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS gen_ms real;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS cost_usd numeric(16, 8);
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS usage_estimated boolean;
+CREATE INDEX IF NOT EXISTS messages_replies_by_conversation ON messages (conversation_id, created_at)
+    WHERE role = 'assistant';
+CREATE INDEX IF NOT EXISTS messages_replies_by_requester ON messages (requested_by, created_at)
+    WHERE role = 'assistant';
+CREATE INDEX IF NOT EXISTS messages_replies_by_model ON messages (model_used, created_at DESC)
+    WHERE role = 'assistant';

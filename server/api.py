@@ -197,11 +197,28 @@ class Api:
         page, has_more = await _node(request).page(user, path_id(request), after, before, limit)
         return json({"messages": [m.wire() for m in page], "has_more": has_more})
 
+    # -- usage ----------------------------------------------------------------
+
+    async def conversation_usage(self, request: Request) -> Response:
+        user = await self.user(request)
+        since, until = inputs.time_range(request.query_params)
+        return json(await _node(request).conversation_usage(user, path_id(request), since, until))
+
+    async def usage(self, request: Request) -> Response:
+        user = await self.user(request)
+        since, until = inputs.time_range(request.query_params)
+        everyone = request.query_params.get("all") in ("true", "1")
+        return json(await _node(request).usage(user, query_int(request, "user_id", minimum=1), everyone, since, until))
+
     # -- AI models and nodes --------------------------------------------------
 
     async def models(self, request: Request) -> Response:
         await self.user(request)
         return json(_node(request).models())
+
+    async def model_stats(self, request: Request) -> Response:
+        await self.user(request)
+        return json(_node(request).model_stats())
 
     async def list_nodes(self, request: Request) -> Response:
         user = await self.user(request)
@@ -241,7 +258,10 @@ class Api:
             Route(conv + "/participants/{user_id}", self.remove_participant, methods=["DELETE"]),
             Route(conv + "/messages", self.post_message, methods=["POST"]),
             Route(conv + "/messages", self.list_messages, methods=["GET"]),
+            Route(conv + "/usage", self.conversation_usage, methods=["GET"]),
+            Route("/usage", self.usage, methods=["GET"]),
             Route("/ai/models", self.models, methods=["GET"]),
+            Route("/ai/stats", self.model_stats, methods=["GET"]),
             Route("/ai/nodes", self.list_nodes, methods=["GET"]),
             Route("/ai/nodes", self.create_node, methods=["POST"]),
             Route("/ai/nodes/{id}", self.delete_node, methods=["DELETE"]),

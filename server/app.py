@@ -27,9 +27,11 @@ from .conversations import Conversations
 from .errors import ChatError
 from .hub import Hub
 from .node import Node
+from .pricing import Pricing
 from .nodes import Nodes
 from .routing import Router
 from .settings import Settings
+from .stats import ModelStats
 from .store import Store
 from .turns import Turns
 from .ws import SocketEndpoint
@@ -108,21 +110,25 @@ def create_app(settings: Settings) -> FrontDoor:
         registry = Registry(settings.default_model, default_concurrency=settings.provider_concurrency)
         router = Router(registry)
         hub = Hub(build_broker(settings), store.messages.replay, settings.replay_cap)
-        turns = Turns(store, hub, router, settings)
+        pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
+        turns = Turns(store, hub, router, settings, pricing)
         nodes = Nodes(store, registry, session, settings)
+        stats = ModelStats(store, settings.node_check_interval)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
-                    Conversations(store, hub, router, settings), turns, registry, nodes)
+                    Conversations(store, hub, router, settings), turns, registry, nodes, stats)
         await nodes.load()
         if not registry.knows(settings.default_model):
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
         nodes.start()
+        stats.start()
         node.start()
         try:
             yield {"node": node}
         finally:
             endpoint.close_all()
             await node.close()
+            await stats.close()
             await turns.close()
             await nodes.close()
             await hub.close()

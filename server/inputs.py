@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -210,3 +212,23 @@ def new_node(body: dict[str, Any], kinds: tuple[str, ...]) -> NewNode:
         raise Invalid("base_url", "base_url must be an http(s) URL")
     api_key = text(body, "api_key", max_chars=500, required=False)
     return NewNode(name, kind, base_url.rstrip("/"), api_key)  # type: ignore[arg-type, union-attr]
+
+
+def moment(value: str, name: str) -> datetime:
+    """An RFC 3339 time or a YYYY-MM-DD date (midnight UTC); a time without an offset is UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(name, f"{name} must be an RFC 3339 time or a YYYY-MM-DD date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def time_range(query: Mapping[str, str], *, default_days: int = 30, max_days: int = 400) -> tuple[datetime, datetime]:
+    """`from` and `to` of a usage query: the last `default_days` days unless given."""
+    until = moment(query["to"], "to") if query.get("to") else datetime.now(timezone.utc)
+    since = moment(query["from"], "from") if query.get("from") else until - timedelta(days=default_days)
+    if since >= until:
+        raise Invalid("from", "from must be before to")
+    if until - since > timedelta(days=max_days):
+        raise Invalid("from", f"a range of at most {max_days} days", max=max_days)
+    return since, until

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from providers.registry import Registry
@@ -23,9 +24,10 @@ from .hub import Hub
 from .inputs import ConversationChanges, Login, NewConversation, NewNode, Registration
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
-from .records import Conversation, Message, User, catalog_wire
+from .records import Conversation, Message, User, catalog_wire, rfc3339
 from .routing import Router
 from .settings import Settings
+from .stats import ModelStats
 from .store import Store
 from .turns import Turn, Turns
 from .writer import MessageWriter
@@ -47,7 +49,8 @@ class Node:
     """Send, subscribe and resume, typing, cancel, conversations, accounts, models."""
 
     def __init__(self, settings: Settings, store: Store, auth: Auth, hub: Hub, router: Router,
-                 conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes) -> None:
+                 conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes,
+                 stats: ModelStats) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
@@ -57,6 +60,7 @@ class Node:
         self.turns = turns
         self.registry = registry
         self.nodes = nodes
+        self.stats = stats
         self.writer = MessageWriter(store.messages)
         self._checker: asyncio.Task[None] | None = None
 
@@ -209,7 +213,27 @@ class Node:
     # -- models and AI nodes ----------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        return catalog_wire(self.registry)
+        return catalog_wire(self.registry, self.stats.get)
+
+    def model_stats(self) -> dict[str, Any]:
+        return self.stats.table()
+
+    # -- usage ------------------------------------------------------------------
+
+    async def conversation_usage(self, user: User, cid: int, since: datetime, until: datetime) -> dict[str, Any]:
+        """What a conversation's replies used and cost; its participants may see it."""
+        await self.conversations.visible(cid, user)
+        summary = await self.store.usage.summary(conversation_id=cid, since=since, until=until)
+        return {"conversation_id": cid, "from": rfc3339(since), "to": rfc3339(until), **summary}
+
+    async def usage(self, user: User, user_id: int | None, everyone: bool, since: datetime,
+                    until: datetime) -> dict[str, Any]:
+        """The caller's own usage (the replies they asked for); an admin may ask for anyone's, or all."""
+        if (everyone or (user_id is not None and user_id != user.id)) and not user.is_admin:
+            raise Forbidden("only an admin may see other users' usage")
+        who = None if everyone else (user_id if user_id is not None else user.id)
+        summary = await self.store.usage.summary(user_id=who, since=since, until=until)
+        return {"user_id": who, "from": rfc3339(since), "to": rfc3339(until), **summary}
 
     async def ai_nodes(self, user: User) -> list[dict[str, Any]]:
         return await self.nodes.list(user)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from providers.registry import Backend, NodeState, Registry
+
+
+StatsOf = Callable[[str], "dict[str, Any] | None"]  # model id -> its recent figures
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -16,6 +21,10 @@ def rfc3339(moment: datetime | None) -> str | None:
         return None
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def latency(ms: float | None) -> float | None:
@@ -111,6 +120,10 @@ class FinalReply(NamedTuple):
     cancelled_by: int | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    usage_estimated: bool | None  # the provider reported no usage: counted from characters
+    ttft_ms: float | None  # request sent -> first token
+    gen_ms: float | None  # first token -> end
+    cost_usd: Decimal | None  # None: no price known for the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +145,20 @@ class Message:
     tier: str | None = None  # a reply's: the tier that chose the model that wrote it
     fallback_from: str | None = None  # a reply's: the model that failed before this one took over
     cancelled_by: User | None = None  # a reply's: who stopped it
+    usage_estimated: bool | None = None
+    ttft_ms: float | None = None
+    gen_ms: float | None = None
+    cost_usd: Decimal | None = None
 
     def wire(self) -> dict[str, Any]:
         usage = None
         if self.prompt_tokens is not None or self.completion_tokens is not None:
-            usage = {"prompt_tokens": self.prompt_tokens or 0,
-                     "completion_tokens": self.completion_tokens or 0}
+            completion = self.completion_tokens or 0
+            usage = {"prompt_tokens": self.prompt_tokens or 0, "completion_tokens": completion,
+                     "estimated": bool(self.usage_estimated),
+                     "cost_usd": None if self.cost_usd is None else float(self.cost_usd),
+                     "ttft_ms": _ms(self.ttft_ms), "gen_ms": _ms(self.gen_ms),
+                     "tokens_per_second": round(completion * 1000 / self.gen_ms, 1) if self.gen_ms else None}
         return {
             "id": self.id, "conversation_id": self.conversation_id, "seq": self.seq,
             "role": self.role, "author": self.author.author() if self.author else None,
@@ -182,7 +203,7 @@ def node_state_wire(node: NodeState) -> dict[str, Any]:
             "healthy": node.healthy, "checked_at": rfc3339(node.checked_at)}
 
 
-def backend_wire(backend: Backend) -> dict[str, Any]:
+def backend_wire(backend: Backend, stats: StatsOf = lambda model_id: None) -> dict[str, Any]:
     """One provider of GET /ai/models; a node's models are available while it is healthy. Other
     providers carry their last check as `health` (their models stay available: a provider whose
     model list fails may still stream)."""
@@ -194,7 +215,8 @@ def backend_wire(backend: Backend) -> dict[str, Any]:
         "health": None if health is None else {"healthy": health.healthy, "latency_ms": latency(health.latency_ms),
                                                "checked_at": rfc3339(health.checked_at)},
         "models": [{"id": f"{backend.id}:{m}", "name": m, "available": available,
-                    **({} if available else {"reason": _unavailable(node)})} for m in backend.models],
+                    **({} if available else {"reason": _unavailable(node)}),
+                    "stats": _model_stats(stats(f"{backend.id}:{m}"))} for m in backend.models],
     }
 
 
@@ -204,7 +226,11 @@ def _unavailable(node: NodeState | None) -> str:
     return f"{node.name} did not answer its last health check"
 
 
-def catalog_wire(registry: Registry) -> dict[str, Any]:
-    """The GET /ai/models body, from the last checks; never awaits."""
+def _model_stats(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if row is None else {k: v for k, v in row.items() if k != "model"}
+
+
+def catalog_wire(registry: Registry, stats: StatsOf = lambda model_id: None) -> dict[str, Any]:
+    """The GET /ai/models body, from the last checks and the last model stats; never awaits."""
     return {"default_model_id": registry.default_model_id,
-            "providers": [backend_wire(b) for b in registry.backends()]}
+            "providers": [backend_wire(b, stats) for b in registry.backends()]}

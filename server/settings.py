@@ -22,6 +22,7 @@ class ProviderConfig:
     api_key: str | None = None
     models: tuple[str, ...] = ()
     concurrency: int = 0  # 0: the server's provider_concurrency
+    prices: dict[str, Any] = field(default_factory=dict, hash=False)  # USD per million tokens (see pricing.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ def _providers(toml: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Provide
             api_key=table.get("api_key") or (env.get(table["api_key_env"]) if "api_key_env" in table else None),
             models=tuple(table.get("models", ())),
             concurrency=int(table.get("concurrency", 0)),
+            prices=dict(table.get("prices") or {}),
         )
     for pid, label, trigger, url_var, default_url, models_var, default_models in _ENV_PROVIDERS:
         if not any(env.get(var) for var in trigger):
@@ -165,6 +167,7 @@ def _providers(toml: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Provide
             api_key=env.get(f"{pid.upper()}_API_KEY") or (base.api_key if base else None),
             models=_env_models(env, models_var) or (base.models if base else default_models),
             concurrency=base.concurrency if base else 0,
+            prices=base.prices if base else {},
         )
     return tuple(found.values())
 

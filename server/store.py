@@ -12,6 +12,7 @@ import asyncpg
 from .database import Database
 from .records import AINode, Conversation, Participant, User
 from .store_messages import MessageStore
+from .store_usage import UsageStore
 
 SCHEMA_LOCK = 7_261_001  # advisory lock key held while schema.sql is applied
 
@@ -45,12 +46,13 @@ def _node(r: asyncpg.Record) -> AINode:
 
 class Store:
     """The one SQL access layer; methods are named for what they do to the data. Statements
-    about messages are on `store.messages`. Every call answers within the database deadline
+    about messages are on `store.messages`, aggregations of usage on `store.usage`. Every call answers within the database deadline
     or raises `Unavailable` (see database.py)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.messages = MessageStore(db)
+        self.usage = UsageStore(db)
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10, deadline: float = 5.0) -> Store:

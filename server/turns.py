@@ -19,6 +19,7 @@ from . import protocol
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
+from .pricing import Pricing
 from .records import FinalReply, Line, Message, Room, User
 from .routing import Choice, Router
 from .settings import Settings
@@ -31,7 +32,16 @@ SYSTEM_PROMPT = (
     "and concisely."
 )
 
-Listener = Callable[[str, dict[str, Any]], None]  # (frame type, frame): the SSE transport's tap
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class Clock:
+    """When a turn asked its provider, got the first token, and ended (loop time; 0: not yet)."""
+
+    asked: float = 0.0
+    first: float = 0.0
+    ended: float = 0.0  # (frame type, frame): the SSE transport's tap
 
 
 @dataclass(eq=False)
@@ -53,6 +63,8 @@ class Turn:
     cancel_by: int | None = None
     stream_task: asyncio.Task[Any] | None = None
     checkpoint: asyncio.Task[None] | None = None  # the text so far being stored (see _delta)
+    clock: Clock = field(default_factory=Clock)
+    prompt_chars: int = 0  # what the prompt weighed, to estimate its tokens when the provider says nothing
     checkpointed: float = 0.0  # loop time of the last checkpoint, or of the row's insert
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     listeners: list[Listener] = field(default_factory=list)
@@ -64,11 +76,12 @@ class Turn:
 class Turns:
     """Turns of one conversation run one after another in message order; conversations in parallel."""
 
-    def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings) -> None:
+    def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, pricing: Pricing) -> None:
         self.store = store
         self.hub = hub
         self.router = router
         self.settings = settings
+        self.pricing = pricing
         self.window = settings.coalesce_ms / 1000.0
         self.by_reply: dict[str, Turn] = {}
         self.by_trigger: dict[int, Turn] = {}
@@ -164,8 +177,8 @@ class Turns:
         # The reply's row (which fixes its seq) and the history it answers: one round trip.
         try:
             msg, history = await self.store.messages.start_reply(
-                turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, turn.tier, s.node_id,
-                s.history_messages, s.history_chars)
+                turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, turn.tier,
+                turn.requested_by, s.node_id, s.history_messages, s.history_chars)
         except Exception as e:
             # No row: nothing to store, but whoever was told of this reply hears that it ended.
             log.warning("turn %s could not start: %r", turn.reply_id, e)
@@ -181,7 +194,9 @@ class Turns:
             if turn.cancel_by is not None:
                 outcome: Outcome = ("cancelled", None, None, None)
             else:
-                outcome = await self._generate(turn, self._prompt(turn.room, history))
+                prompt = self._prompt(turn.room, history)
+                turn.prompt_chars = sum(len(m.content) for m in prompt)
+                outcome = await self._generate(turn, prompt)
         except asyncio.CancelledError:
             # Shutdown: store what we have; the task finishes this before it ends.
             await self._finish(turn, ("interrupted", None, None, None))
@@ -239,8 +254,10 @@ class Turns:
                 self._delta(turn, text)
 
         end: StreamEnd | None = None
+        clock = turn.clock
         try:
             async with backend.limit:  # type: ignore[union-attr]  # queue here, not on the backend
+                clock.asked = loop.time()
                 stream = backend.provider.stream(name, prompt, max_tokens=self.settings.ai_max_tokens,
                                                  temperature=self.settings.ai_temperature)
                 try:
@@ -248,6 +265,8 @@ class Turns:
                         if isinstance(item, StreamEnd):
                             end = item
                             continue
+                        if not clock.first:
+                            clock.first = loop.time()
                         pending.append(item)
                         if timer is None:
                             wait = last_flush + self.window - loop.time()
@@ -258,6 +277,7 @@ class Turns:
                 finally:
                     await stream.aclose()
         finally:
+            clock.ended = loop.time()
             if timer is not None:
                 timer.cancel()
             flush()  # nothing received is ever dropped, even on cancel or error
@@ -289,10 +309,9 @@ class Turns:
         status, code, error, end = outcome
         msg = turn.message
         assert msg is not None
-        usage = end.usage if end is not None else None
-        final = FinalReply(msg.id, "".join(turn.parts), status, turn.model, turn.tier, turn.fallback_from,
-                           turn.cancel_by if status == "cancelled" else None,
-                           usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None)
+        text = "".join(turn.parts)
+        final = FinalReply(msg.id, text, status, turn.model, turn.tier, turn.fallback_from,
+                           turn.cancel_by if status == "cancelled" else None, *self._usage(turn, text, end))
         try:
             stored = await self.store.messages.finish_reply(final)
         except Exception as e:
@@ -314,6 +333,27 @@ class Turns:
         self._emit(turn, protocol.message(final_msg))
         if not turn.done.done():
             turn.done.set_result(final_msg)
+
+    def _usage(self, turn: Turn, text: str, end: StreamEnd | None) -> tuple[Any, ...]:
+        """(prompt tokens, completion tokens, estimated, ttft ms, generation ms, cost) of a reply.
+        Without the provider's counts, tokens are estimated at four characters each."""
+        usage = end.usage if end is not None else None
+        clock = turn.clock
+        if not clock.asked:
+            return None, None, None, None, None, None  # no provider was asked (cancelled early, no model)
+        if usage is not None:
+            prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens, False
+        else:
+            prompt, completion, estimated = -(-turn.prompt_chars // 4), -(-len(text) // 4), True
+        ttft = (clock.first - clock.asked) * 1000 if clock.first else None
+        gen = (clock.ended - clock.first) * 1000 if clock.first and clock.ended else None
+        try:
+            backend, name = self.router.resolve(turn.model)
+        except ChatError:
+            cost = None
+        else:
+            cost = self.pricing.cost(backend.id, backend.kind, name, prompt, completion, node=backend.node is not None)
+        return prompt, completion, estimated, ttft, gen, cost
 
     async def _save_later(self) -> None:
         """Store the replies that ended while the database was down, as soon as it answers."""

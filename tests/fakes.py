@@ -298,6 +298,7 @@ class FakeOpenAI(FakeServer):
     chat_path = "/v1/chat/completions"
     models_path = "/v1/models"
     base_path = "/v1"
+    omit_usage = False  # like llama.cpp's server: no usage chunk even when asked for one
 
     def _chunk(self, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         return {
@@ -316,7 +317,7 @@ class FakeOpenAI(FakeServer):
     def epilogue(self, model: str, usage: tuple[int, int], body: Any) -> bytes:
         out = _sse(self._chunk(model, {}, self.finish_reason or "stop"))
         options = body.get("stream_options") if isinstance(body, dict) else None
-        if isinstance(options, dict) and options.get("include_usage"):
+        if isinstance(options, dict) and options.get("include_usage") and not self.omit_usage:
             out += _sse({
                 "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": model, "system_fingerprint": "fp_fake", "choices": [],

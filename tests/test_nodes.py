@@ -35,7 +35,8 @@ async def test_nodes_are_admin_only_and_listed_with_health(postgres_url: str, ht
         assert entry["kind"] == "ollama" and entry["label"] == "Mac Studio"
         assert entry["node"]["id"] == nid and entry["node"]["name"] == "Mac Studio"
         assert entry["node"]["healthy"] is True and entry["node"]["checked_at"].endswith("Z")
-        assert entry["models"][0] == {"id": f"client:{nid}:llama3.1:8b", "name": "llama3.1:8b", "available": True}
+        assert entry["models"][0] == {"id": f"client:{nid}:llama3.1:8b", "name": "llama3.1:8b", "available": True,
+                                      "stats": None}
         echo = next(p for p in models["providers"] if p["id"] == "echo")
         assert echo["node"] is None and echo["models"][0]["id"] == "echo:echo"
 

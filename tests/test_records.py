@@ -36,11 +36,11 @@ def test_catalog_lists_providers_with_node_health_and_models() -> None:
         "default_model_id": "echo:echo",
         "providers": [
             {"id": "echo", "label": "Echo", "kind": "echo", "node": None, "health": None,
-             "models": [{"id": "echo:echo", "name": "echo", "available": True}]},
+             "models": [{"id": "echo:echo", "name": "echo", "available": True, "stats": None}]},
             {"id": "client:1", "label": "Mac Studio", "kind": "ollama",
              "node": {"id": 1, "name": "Mac Studio", "latency_ms": 12.3, "healthy": True,
                       "checked_at": "2025-01-02T03:04:05.678Z"}, "health": None,
-             "models": [{"id": "client:1:llama3.1:8b", "name": "llama3.1:8b", "available": True}]},
+             "models": [{"id": "client:1:llama3.1:8b", "name": "llama3.1:8b", "available": True, "stats": None}]},
         ],
     }
 
@@ -53,7 +53,7 @@ def test_a_cloud_provider_shows_its_last_check_and_keeps_its_models_available() 
     entry = catalog_wire(registry)["providers"][2]
     assert entry["node"] is None
     assert entry["health"] == {"healthy": False, "latency_ms": None, "checked_at": "2025-01-02T00:00:00.000Z"}
-    assert entry["models"] == [{"id": "openai:gpt-a", "name": "gpt-a", "available": True}]
+    assert entry["models"] == [{"id": "openai:gpt-a", "name": "gpt-a", "available": True, "stats": None}]
 
 
 def test_catalog_shows_an_unchecked_nodes_models_unavailable() -> None:

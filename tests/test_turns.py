@@ -393,9 +393,9 @@ async def test_restart_marks_this_nodes_streaming_replies_interrupted(database_u
         store = srv.node.store
         # What a crash leaves behind: a reply still `streaming`, owned by this node and another.
         mine, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-crash", "echo:echo", "system",
-                                                   "crashy", 40, 1000)
+                                                   u.id, "crashy", 40, 1000)
         theirs, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-other", "echo:echo", "system",
-                                                     "other-node", 40, 1000)
+                                                     u.id, "other-node", 40, 1000)
     async with running_server(database_url, node_id="crashy") as srv:
         page = await Client(http, srv.base_url, srv.ws_url).call("GET", f"/conversations/{conv['id']}/messages",
                                                                  u.token)
