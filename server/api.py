@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -47,6 +48,9 @@ async def error_response(request: Request, exc: Exception) -> Response:
             err = BadRequest(exc.detail or "bad request")
     else:
         err = ChatError("internal error")
+    node = getattr(request.state, "node", None)
+    if node is not None:
+        node.metrics.error(err.code, "http")
     headers = None
     if isinstance(err, RateLimited):
         headers = {"Retry-After": str(max(1, round(err.retry_after)))}
@@ -236,6 +240,11 @@ class Api:
 
     # -- operations -----------------------------------------------------------
 
+    async def metrics(self, request: Request) -> Response:
+        body = _node(request).scrape(request.client.host if request.client else None,
+                                     bearer(request.headers.get("authorization")))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     async def healthz(self, request: Request) -> Response:
         return json({"status": "ok"})
 
@@ -265,6 +274,7 @@ class Api:
             Route("/ai/nodes", self.list_nodes, methods=["GET"]),
             Route("/ai/nodes", self.create_node, methods=["POST"]),
             Route("/ai/nodes/{id}", self.delete_node, methods=["DELETE"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
         ]

@@ -26,6 +26,7 @@ from .broker import Broker, LocalBroker, RedisBroker
 from .conversations import Conversations
 from .errors import ChatError
 from .hub import Hub
+from .metrics import Metrics, gauge_from
 from .node import Node
 from .pricing import Pricing
 from .nodes import Nodes
@@ -86,8 +87,10 @@ class FrontDoor:
                         (time.perf_counter() - start) * 1000)
 
 
-def build_broker(settings: Settings) -> Broker:
-    return RedisBroker(settings.redis_url) if settings.redis_url else LocalBroker()
+def build_broker(settings: Settings, metrics: Metrics) -> Broker:
+    if not settings.redis_url:
+        return LocalBroker()
+    return RedisBroker(settings.redis_url, on_lag=metrics.broker_lag.observe)
 
 
 def create_app(settings: Settings) -> FrontDoor:
@@ -109,13 +112,19 @@ def create_app(settings: Settings) -> FrontDoor:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         registry = Registry(settings.default_model, default_concurrency=settings.provider_concurrency)
         router = Router(registry)
-        hub = Hub(build_broker(settings), store.messages.replay, settings.replay_cap)
+        metrics = Metrics()
+        hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
         pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
-        turns = Turns(store, hub, router, settings, pricing)
+        turns = Turns(store, hub, router, settings, pricing, metrics)
         nodes = Nodes(store, registry, session, settings)
         stats = ModelStats(store, settings.node_check_interval)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
-                    Conversations(store, hub, router, settings), turns, registry, nodes, stats)
+                    Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics)
+        gauge_from(metrics.connections, lambda: len(hub.connections()))
+        gauge_from(metrics.subscriptions, hub.subscription_count)
+        gauge_from(metrics.pool_in_use, lambda: store.db.pool.get_size() - store.db.pool.get_idle_size())
+        metrics.count_from("chat_server_frames_delivered", "Frames handed to connections.", lambda: hub.delivered)
+        metrics.count_from("chat_ai_deltas_received", "Text deltas received from providers.", lambda: turns.received)
         await nodes.load()
         if not registry.knows(settings.default_model):
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import struct
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -13,6 +15,7 @@ from .events import Event
 log = logging.getLogger("chat.broker")
 
 Deliver = Callable[[int, Event], None]
+_STAMP = struct.Struct("!d")  # the publish time (wall clock, seconds) after the origin on the Redis wire
 
 
 class Broker(Protocol):
@@ -59,7 +62,8 @@ class RedisBroker:
     hub's gap fill (stored messages) when it is back, and resubscribing happens by itself.
     """
 
-    def __init__(self, url: str, prefix: str = "chat:conv:", max_pending: int = 100_000) -> None:
+    def __init__(self, url: str, prefix: str = "chat:conv:", max_pending: int = 100_000,
+                 on_lag: Callable[[float], None] | None = None) -> None:
         import redis.asyncio as redis  # imported here: only multi-node deployments need it
 
         self._redis = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
@@ -72,6 +76,7 @@ class RedisBroker:
         self._deliver: Deliver | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False  # Redis was unreachable at the last attempt
+        self._on_lag = on_lag  # seconds from another process's publish to delivery here
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -85,7 +90,7 @@ class RedisBroker:
         if self._deliver is not None:
             self._deliver(cid, event)
         try:
-            self._outbox.put_nowait((cid, self._origin + event.to_bytes()))
+            self._outbox.put_nowait((cid, self._origin + _STAMP.pack(time.time()) + event.to_bytes()))
         except asyncio.QueueFull:
             # The other processes' gap fillers read stored messages back; live-only frames are lost.
             log.error("redis outbox full; an event of conversation %s reaches this process only", cid)
@@ -149,7 +154,9 @@ class RedisBroker:
             if msg["type"] != "message" or self._deliver is None or data[:8] == self._origin:
                 continue
             try:
-                self._deliver(int(msg["channel"][plen:]), Event.from_bytes(data[8:]))
+                self._deliver(int(msg["channel"][plen:]), Event.from_bytes(data[16:]))
+                if self._on_lag is not None:
+                    self._on_lag(max(0.0, time.time() - _STAMP.unpack_from(data, 8)[0]))
             except Exception:
                 log.exception("bad event from redis")
 

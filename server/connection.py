@@ -33,7 +33,8 @@ class Connection:
     """Frames go out without awaiting; a client whose queue overflows is cut, never waited on."""
 
     __slots__ = ("id", "user", "_send", "_queue", "_max", "_idle", "_pending", "closing", "close_code",
-                 "close_reason", "gone", "subscriptions", "writer", "abort", "close_timeout", "token", "__weakref__")
+                 "close_reason", "gone", "subscriptions", "writer", "abort", "close_timeout", "token", "closed_by_server",
+                 "__weakref__")
 
     def __init__(self, user: User, send: Send, max_queue: int, *, abort: Callable[[], None] | None = None,
                  close_timeout: float = 2.0, token: bytes = b"") -> None:
@@ -48,6 +49,7 @@ class Connection:
         self._idle = False  # no writer busy: deliver() may write at once (set by start())
         self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None  # a send that had to wait
         self.closing = False
+        self.closed_by_server = False
         self.close_code = 1000
         self.close_reason = ""
         self.gone = False  # the peer closed or vanished: nothing more can be sent
@@ -99,6 +101,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        self.closed_by_server = True
         self.close_code = code
         self.close_reason = reason
         if code == CLOSE_TOO_SLOW:

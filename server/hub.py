@@ -57,6 +57,7 @@ class Hub:
         self.presence = Presence()
         self.channels: dict[int, Channel] = {}
         self.by_user: dict[int, set[Connection]] = {}  # every open connection, by its user
+        self.delivered = 0  # frames handed to connections (read by the metrics at scrape time)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -78,6 +79,9 @@ class Hub:
 
     def connections(self) -> list[Connection]:
         return [conn for conns in self.by_user.values() for conn in conns]
+
+    def subscription_count(self) -> int:
+        return sum(len(ch.subs) for ch in self.channels.values())
 
     def drop(self, conn: Connection) -> None:
         """Forget a closed connection everywhere."""
@@ -232,6 +236,7 @@ class Hub:
     def _send(self, ch: Channel, ev: Event) -> None:
         if ev.seq is not None:
             ch.last = ev.seq
+        self.delivered += len(ch.subs)
         for sub in ch.subs.values():
             self._send_one(sub, ev)
         if ev.members is not None:

@@ -7,7 +7,9 @@ the collaborators the lifespan builds and hands in."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,9 +20,10 @@ from . import protocol
 from .auth import Auth, token_hash
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
-from .errors import Forbidden, Invalid, NotFound, RateLimited
+from .errors import Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from .events import Event
 from .hub import Hub
+from .metrics import Metrics
 from .inputs import ConversationChanges, Login, NewConversation, NewNode, Registration
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
@@ -33,6 +36,8 @@ from .turns import Turn, Turns
 from .writer import MessageWriter
 
 log = logging.getLogger("chat.node")
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,7 @@ class Node:
 
     def __init__(self, settings: Settings, store: Store, auth: Auth, hub: Hub, router: Router,
                  conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes,
-                 stats: ModelStats) -> None:
+                 stats: ModelStats, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
@@ -61,6 +66,7 @@ class Node:
         self.registry = registry
         self.nodes = nodes
         self.stats = stats
+        self.metrics = metrics
         self.writer = MessageWriter(store.messages)
         self._checker: asyncio.Task[None] | None = None
 
@@ -138,11 +144,14 @@ class Node:
         step is synchronous). Keep it that way: an await above the insert reorders them."""
         if cmd.model is not None:
             self.router.check(cmd.model)
+        started = time.perf_counter()
         msg, room = await self.writer.insert(cmd.conversation_id, user, cmd.content, cmd.client_id)
+        self.metrics.store_seconds.observe(time.perf_counter() - started)
         if room is None:
             turn = self.turns.for_trigger(msg.id)
             ai = turn.info() if turn else await self._past_reply(msg)
             return Sent(msg, turn, ai, True)
+        self.metrics.messages_stored.inc()
         self.hub.publish(msg.conversation_id, protocol.message_event(msg))
         turn = self.turns.start(room, msg, cmd.model, user) if room.with_ai and cmd.ai else None
         return Sent(msg, turn, turn.info() if turn else None, False)
@@ -253,3 +262,14 @@ class Node:
 
     async def ready(self) -> None:
         await self.store.ping()
+
+    def scrape(self, client_host: str | None, token: str | None) -> bytes:
+        """The /metrics body for a caller allowed to read it: with `metrics_token` set, whoever
+        presents it; otherwise callers on this machine only."""
+        expected = self.settings.metrics_token
+        if expected:
+            if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+                raise Unauthorized("the metrics need the metrics token")
+        elif client_host not in LOOPBACK:
+            raise Forbidden("the metrics are served to this machine only (set metrics_token to allow others)")
+        return self.metrics.render()

@@ -37,6 +37,8 @@ class Settings:
     log_level: str = "info"
     redis_url: str | None = None
     node_id: str = ""
+    metrics_token: str | None = None  # who may read GET /metrics: this bearer token, or (unset) loopback only
+    log_format: str = "plain"  # or "json": one object per line
 
     # HTTP limits
     max_body_bytes: int = 256 * 1024
@@ -100,6 +102,8 @@ ENV: dict[str, tuple[str, type]] = {
     "log_level": ("CHAT_LOG_LEVEL", str),
     "redis_url": ("REDIS_URL", str),
     "node_id": ("CHAT_NODE_ID", str),
+    "metrics_token": ("CHAT_METRICS_TOKEN", str),
+    "log_format": ("CHAT_LOG_FORMAT", str),
     "max_body_bytes": ("CHAT_MAX_BODY_BYTES", int),
     "max_content_chars": ("CHAT_MAX_CONTENT_CHARS", int),
     "max_participants": ("CHAT_MAX_PARTICIPANTS", int),

@@ -19,6 +19,7 @@ from . import protocol
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
+from .metrics import Metrics
 from .pricing import Pricing
 from .records import FinalReply, Line, Message, Room, User
 from .routing import Choice, Router
@@ -76,12 +77,15 @@ class Turn:
 class Turns:
     """Turns of one conversation run one after another in message order; conversations in parallel."""
 
-    def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, pricing: Pricing) -> None:
+    def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, pricing: Pricing,
+                 metrics: Metrics) -> None:
         self.store = store
         self.hub = hub
         self.router = router
         self.settings = settings
         self.pricing = pricing
+        self.metrics = metrics
+        self.received = 0  # provider deltas received (read by the metrics at scrape time)
         self.window = settings.coalesce_ms / 1000.0
         self.by_reply: dict[str, Turn] = {}
         self.by_trigger: dict[int, Turn] = {}
@@ -228,6 +232,7 @@ class Turns:
                     return "cancelled", None, None, None
                 except ProviderError as e:
                     err = e
+                    self.metrics.provider_errors.labels(model, _kind(e)).inc()
                 finally:
                     turn.stream_task = None
             if turn.parts or i == len(candidates) - 1:
@@ -267,6 +272,7 @@ class Turns:
                             continue
                         if not clock.first:
                             clock.first = loop.time()
+                        self.received += 1
                         pending.append(item)
                         if timer is None:
                             wait = last_flush + self.window - loop.time()
@@ -324,6 +330,7 @@ class Turns:
                              tier=final.tier, fallback_from=final.fallback_from)
             status, code = "error", "unavailable"
             error = "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"
+        self._count(turn, final)
         final_msg = stored
         if status == "error":
             self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, code or "provider_error",
@@ -333,6 +340,19 @@ class Turns:
         self._emit(turn, protocol.message(final_msg))
         if not turn.done.done():
             turn.done.set_result(final_msg)
+
+    def _count(self, turn: Turn, final: FinalReply) -> None:
+        m, model, clock = self.metrics, final.model_used, turn.clock
+        m.turns.labels(model, final.status).inc()
+        if final.prompt_tokens is not None:
+            m.tokens.labels(model, "prompt").inc(final.prompt_tokens)
+            m.tokens.labels(model, "completion").inc(final.completion_tokens or 0)
+        if final.cost_usd:
+            m.cost.labels(model).inc(float(final.cost_usd))
+        if final.ttft_ms is not None:
+            m.time_to_first_token.labels(model).observe(final.ttft_ms / 1000)
+        if clock.asked and clock.ended:
+            m.turn_seconds.labels(model).observe(clock.ended - clock.asked)
 
     def _usage(self, turn: Turn, text: str, end: StreamEnd | None) -> tuple[Any, ...]:
         """(prompt tokens, completion tokens, estimated, ttft ms, generation ms, cost) of a reply.
@@ -394,3 +414,9 @@ class Turns:
 
 Outcome = tuple[str, "str | None", "str | None", "StreamEnd | None"]  # status, error code, error text, end
 
+
+
+def _kind(err: ProviderError) -> str:
+    """ProviderTimeout -> "timeout": a short, bounded label."""
+    name = type(err).__name__.removeprefix("Provider").removesuffix("Error").lower()
+    return name or "other"

@@ -23,8 +23,19 @@ from . import protocol
 from .auth import bearer, token_hash
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .errors import ChatError, Invalid, RateLimited, TooLarge, Unauthorized, Unavailable
+from .metrics import Metrics
 from .node import Node
-from .protocol import Authenticate, Cancel, Command, FrameError, Ping, SendMessage, Subscribe, Typing, Unsubscribe
+from .protocol import (
+    Authenticate,
+    Cancel,
+    Command,
+    FrameError,
+    Ping,
+    SendMessage,
+    Subscribe,
+    Typing,
+    Unsubscribe,
+)
 from .ratelimit import TokenBucket
 from .records import User
 from .settings import Settings
@@ -35,7 +46,7 @@ CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY, CLOSE_TRY_LATER = 1008, 1009, 100
 SENDS_IN_FLIGHT = 32  # message.send frames of one socket being stored at once
 
 
-def error_frame(exc: BaseException, ref: Any = None) -> str:
+def error_frame(exc: BaseException, ref: Any = None, metrics: Metrics | None = None) -> str:
     """The one place a socket's exceptions become `error` frames (unexpected ones logged once)."""
     if isinstance(exc, FrameError):
         exc, ref = exc.error, exc.ref
@@ -44,6 +55,8 @@ def error_frame(exc: BaseException, ref: Any = None) -> str:
     else:
         log.error("frame failed", exc_info=exc)
         err = Unavailable("internal error; nothing was done, retry")
+    if metrics is not None:
+        metrics.error(err.code, "ws")
     return protocol.encode(protocol.error(err, ref))
 
 
@@ -77,7 +90,7 @@ class SocketEndpoint:
         try:
             node.connect(conn)
         except ChatError as e:
-            await _refuse(send, e, CLOSE_POLICY, "too many connections")
+            await _refuse(send, e, CLOSE_POLICY, "too many connections", node.metrics)
             return
         self.connections.add(conn)
         conn.start()
@@ -89,6 +102,8 @@ class SocketEndpoint:
             node.disconnect(conn)
             self.connections.discard(conn)
             conn.close(1000)  # no-op when already closing
+            if conn.closed_by_server:
+                node.metrics.closed(conn.close_code)
             await conn.finish()
             log.info("ws closed conn=%s user=%s code=%s", conn.id, user.id, conn.close_code)
 
@@ -108,12 +123,12 @@ class SocketEndpoint:
                 token = cmd.token
             return await node.user(token), token  # type: ignore[return-value]
         except Unavailable as e:
-            await _refuse(send, e, CLOSE_TRY_LATER, "try again later")
+            await _refuse(send, e, CLOSE_TRY_LATER, "try again later", node.metrics)
         except (ChatError, FrameError, TimeoutError) as e:
             err = e if isinstance(e, Unauthorized) else Unauthorized("authentication required")
-            await _refuse(send, err, CLOSE_UNAUTHORIZED, "unauthorized")
+            await _refuse(send, err, CLOSE_UNAUTHORIZED, "unauthorized", node.metrics)
         except Exception as e:
-            await _refuse(send, e, CLOSE_TRY_LATER, "try again later")
+            await _refuse(send, e, CLOSE_TRY_LATER, "try again later", node.metrics)
         return None
 
     async def _serve(self, node: Node, conn: Connection, receive: Receive) -> None:
@@ -129,7 +144,7 @@ class SocketEndpoint:
                 break
             data = _data(msg)
             if len(data) > s.ws_max_frame_bytes:
-                conn.enqueue(error_frame(TooLarge(f"frame over {s.ws_max_frame_bytes} bytes")))
+                conn.enqueue(error_frame(TooLarge(f"frame over {s.ws_max_frame_bytes} bytes"), None, node.metrics))
                 conn.close(CLOSE_TOO_BIG, "frame too big")
                 break
             wait = bucket.take()
@@ -138,7 +153,8 @@ class SocketEndpoint:
                 if strikes > s.ws_rate_strikes:
                     conn.close(CLOSE_POLICY, "rate limit")
                     break
-                conn.enqueue(error_frame(RateLimited("too many frames", retry_after=wait), protocol.ref_of(data)))
+                conn.enqueue(error_frame(RateLimited("too many frames", retry_after=wait), protocol.ref_of(data),
+                                         node.metrics))
                 continue
             strikes = 0
             ref = None
@@ -156,7 +172,7 @@ class SocketEndpoint:
                     continue
                 await self._dispatch(node, conn, cmd, ref, typing)
             except Exception as e:
-                conn.enqueue(error_frame(e, ref))
+                conn.enqueue(error_frame(e, ref, node.metrics))
 
     @staticmethod
     async def _send(node: Node, conn: Connection, cmd: SendMessage, ref: Any) -> None:
@@ -164,7 +180,7 @@ class SocketEndpoint:
         try:
             sent = await node.send(conn.user, cmd)
         except Exception as e:
-            conn.enqueue(error_frame(e, ref))
+            conn.enqueue(error_frame(e, ref, node.metrics))
         else:
             conn.enqueue(protocol.encode(protocol.message_ack(ref, sent.message, sent.ai, sent.duplicate)))
 
@@ -191,9 +207,10 @@ class SocketEndpoint:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
 
 
-async def _refuse(send: Send, exc: BaseException, code: int, reason: str) -> None:
+async def _refuse(send: Send, exc: BaseException, code: int, reason: str, metrics: Metrics) -> None:
     """Before a Connection exists: one error frame, then the close."""
-    await send({"type": "websocket.send", "text": error_frame(exc)})
+    metrics.closed(code)
+    await send({"type": "websocket.send", "text": error_frame(exc, None, metrics)})
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
