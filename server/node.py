@@ -23,8 +23,8 @@ from .conversations import Conversations
 from .errors import Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from .events import Event
 from .hub import Hub
-from .metrics import Metrics
 from .inputs import ConversationChanges, Login, NewConversation, NewNode, Registration
+from .metrics import Metrics
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
 from .records import Conversation, Message, User, catalog_wire, rfc3339

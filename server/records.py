@@ -11,7 +11,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from providers.registry import Backend, NodeState, Registry
 
-
 StatsOf = Callable[[str], "dict[str, Any] | None"]  # model id -> its recent figures
 
 

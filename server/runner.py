@@ -8,8 +8,8 @@ import logging
 import os
 import re
 import socket
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil

@@ -15,7 +15,7 @@ from typing import Any
 from providers.base import ChatMessage, ProviderError, StreamEnd
 from providers.registry import Backend
 
-from . import protocol
+from . import logs, protocol
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
@@ -151,6 +151,7 @@ class Turns:
     # -- running --------------------------------------------------------------
 
     async def _work(self, cid: int) -> None:
+        logs.about(conversation=cid)
         queue = self._queues[cid]
         try:
             await asyncio.sleep(0)  # let sends racing this one enqueue, so seq order holds

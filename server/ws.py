@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
-from . import protocol
+from . import logs, protocol
 from .auth import bearer, token_hash
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .errors import ChatError, Invalid, RateLimited, TooLarge, Unauthorized, Unavailable
@@ -93,6 +93,7 @@ class SocketEndpoint:
             await _refuse(send, e, CLOSE_POLICY, "too many connections", node.metrics)
             return
         self.connections.add(conn)
+        logs.about(conn=conn.id, user=user.id)
         conn.start()
         log.info("ws open conn=%s user=%s", conn.id, user.id)
         conn.enqueue(protocol.encode(protocol.hello(user, datetime.now(timezone.utc))))

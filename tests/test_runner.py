@@ -5,6 +5,7 @@ same directory, and when the URL is announced."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -27,10 +28,11 @@ RUN = Path(__file__).resolve().parent.parent / "run.py"
 class Proc:
     """run.py in its own process, started in an empty working directory (no chat.toml)."""
 
-    def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ("--log-level", "warning")) -> None:
         self.port = free_port()
         self.popen = subprocess.Popen(
-            [sys.executable, str(RUN), "--data-dir", str(data_dir), "--port", str(self.port), "--log-level", "warning"],
+            [sys.executable, str(RUN), "--data-dir", str(data_dir), "--port", str(self.port), *args],
             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CHAT_CONFIG", "REDIS_URL")},
                  **(env or {})})
@@ -182,3 +184,27 @@ async def _kill_mid_burst(data: Path, cwd: Path) -> None:
             await sock.close()
     finally:
         again.stop()
+
+
+def test_json_logs_are_one_object_per_line_naming_the_request_and_never_a_token(dirs: tuple[Path, Path]) -> None:
+    data, cwd = dirs
+    proc = Proc(data, cwd, args=("--log-format", "json"))
+    try:
+        proc.wait_for("Chat open at")
+        req = urllib.request.Request(f"http://127.0.0.1:{proc.port}/auth/register", method="POST",
+                                     data=b'{"username": "jay", "password": "correct horse"}',
+                                     headers={"Content-Type": "application/json"})
+        token = json.loads(urllib.request.urlopen(req, timeout=5).read())["token"]
+        status, _ = proc.get(f"/me?token={token}")  # a token in a query string must not reach the log
+        assert status == 401
+        line = proc.wait_for("path=/me")
+    finally:
+        proc.stop()
+    assert proc.popen.stdout is not None
+    rest = proc.popen.stdout.read()
+    lines = [ln for ln in "".join(proc.output).splitlines() + rest.splitlines() if ln.startswith("{")]
+    objects = [json.loads(ln) for ln in lines]
+    assert all({"time", "level", "logger", "message"} <= o.keys() for o in objects)
+    access = json.loads(line)
+    assert access["logger"] == "chat.access" and len(access["request"]) == 12
+    assert token not in "".join(proc.output) + rest and "password" not in rest
