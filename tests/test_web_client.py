@@ -131,6 +131,11 @@ async def web(rig: Rig) -> AsyncIterator[Rig]:
     assert errors == [], errors  # no uncaught exception in any page
 
 
+def last_chat(fake: FakeOpenAI | FakeAnthropic) -> Any:
+    """The body of the last chat request a fake received (the server's health checks GET its model list)."""
+    return [r for r in fake.requests if r.method == "POST"][-1].json
+
+
 async def group(owner: Person, *members: Person, **body: Any) -> dict[str, Any]:
     body.setdefault("title", "Design review")
     body.setdefault("mode", "group")
@@ -256,8 +261,8 @@ async def test_bob_routes_one_message_and_the_next_goes_back_to_the_room_default
         ai = await p.last_ai_done("And now?")
         assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
         assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
-    assert web.openai.requests[-1].json["model"] == "gpt-4o"
-    assert web.anthropic.requests[-1].json["model"] == "claude-sonnet-4"
+    assert last_chat(web.openai)["model"] == "gpt-4o"
+    assert last_chat(web.anthropic)["model"] == "claude-sonnet-4"
 
 
 async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None:
