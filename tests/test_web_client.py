@@ -265,7 +265,7 @@ async def test_bob_routes_one_message_and_the_next_goes_back_to_the_room_default
     assert last_chat(web.anthropic)["model"] == "claude-sonnet-4"
 
 
-async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None:
+async def test_a_fallback_and_its_tier_show_on_the_reply_for_everyone_live_and_after_a_reload(web: Rig) -> None:
     web.openai.fail_status = 500
     alice = await web.person("alice", "Alice")
     bob = await web.person("bob", "Bob")
@@ -278,7 +278,29 @@ async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None
         ai = await p.last_ai_done("try the othe")
         assert await ai.locator(".model-chip").inner_text() == "AI • claude-haiku-4"
         assert await ai.locator(".fallback").inner_text() == "fallback from gpt-4o-mini"
+        assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
         assert await ai.get_attribute("data-status") == "complete"
+    # From history alone (no ai.start frames): the stored message says how it came to be.
+    web.openai.fail_status = None
+    for p in (alice, bob):
+        await p.page.reload()
+        await p.page.wait_for_function("window.chatApp.store.conn.state === 'online'")
+        ai = await p.last_ai_done("try the othe")
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-haiku-4"
+        assert await ai.locator(".fallback").inner_text() == "fallback from gpt-4o-mini"
+        assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
+        assert await ai.locator(".tier").inner_text() == "room default"
+        assert await ai.get_attribute("data-status") == "complete"
+    # A reply routed for one message keeps its `message` tier in history too.
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o']")
+    await alice.send("routed once")
+    await alice.last_ai_done("routed once")
+    await bob.page.reload()
+    ai = await bob.last_ai_done("routed once")
+    assert await ai.locator(".tier").get_attribute("data-tier") == "message"
+    assert await ai.locator(".tier").inner_text() == "this message"
+    assert await ai.locator(".fallback").count() == 0
 
 
 async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_ones_disabled(web: Rig) -> None:
@@ -480,7 +502,7 @@ async def test_script_and_event_handlers_in_user_and_ai_text_never_run_and_markd
 # -- 7, 8. Stop, presence, typing, "AI is replying" -------------------------------------------------
 
 
-async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_cancelled(web: Rig) -> None:
+async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_who_cancelled(web: Rig) -> None:
     web.openai.tokens = ["Three things are left:\n\n", "1. **Pricing page** ", "copy\n", "2. The `v2` ",
                          "migration guide\n", "3. A final load test\n\n", "I'd start with pricing."]
     alice = await web.person("alice", "Alice")
@@ -510,11 +532,41 @@ async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_ca
         await p.page.wait_for_selector(".live-status .ai-replying", state="detached")
         assert await p.page.inner_text(".composer .send") == "Send"
     assert await bob.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
-    assert await carol.page.locator(".msg.ai .status").last.inner_text() == "Cancelled"
+    assert await carol.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Bob"
+    assert await alice.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Bob"
     text = await carol.page.locator(".msg.ai .body").last.inner_text()
     stored = (await alice.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"][-1]
     assert stored["status"] == "cancelled" and 0 < len(stored["content"]) < len("".join(web.openai.tokens))
     assert text == stored["content"].strip()
+
+
+async def test_a_member_who_did_not_press_stop_sees_cancelled_by_the_owner_live_and_after_a_reload(web: Rig) -> None:
+    web.openai.tokens = [f"w{i} " for i in range(200)]
+    web.openai.delay = 0.02
+    alice = await web.person("alice", "Alice Owner")
+    bob = await web.person("bob", "Bob")
+    carol = await web.person("carol", "Carol")
+    conv = await group(alice, bob, carol, title="Who stopped it", default_model_id="openai:gpt-4o-mini")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]), carol.open(conv["id"]))
+    await bob.send("write a long answer")
+    for p in (alice, bob, carol):
+        await p.page.wait_for_selector(".msg.ai[data-status=streaming] .stream-text:has-text('w5 ')")
+    await alice.page.click(".composer .send")  # the owner stops Bob's reply
+    for p in (alice, bob, carol):
+        ai = await p.last_ai_done("write a long")
+        assert await ai.get_attribute("data-status") == "cancelled"
+    assert await alice.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
+    for p in (bob, carol):  # Bob wrote the message, Carol only watched: neither pressed Stop
+        assert await p.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Alice Owner"
+    stored = (await carol.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"][-1]
+    assert stored["cancelled_by"]["id"] == alice.user.id
+    # From history alone, for everyone, the one who pressed Stop included.
+    for p in (alice, bob, carol):
+        await p.page.reload()
+        await p.page.wait_for_selector(".msg.ai[data-status=cancelled]")
+    assert await alice.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
+    for p in (bob, carol):
+        assert await p.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Alice Owner"
 
 
 async def test_presence_and_typing_indicators_appear_and_expire(web: Rig) -> None:
