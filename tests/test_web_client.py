@@ -72,7 +72,7 @@ class Rig:
     def reset(self) -> None:
         for fake in (self.openai, self.anthropic):
             fake.fail_status = fake.fail_after = None
-            fake.delay = 0.0
+            fake.delay = fake.model_delay = 0.0
             fake.tokens = list(TOKENS)
 
     async def person(self, prefix: str, display: str | None = None, *, viewport: dict[str, int] | None = None,
@@ -303,7 +303,8 @@ async def test_a_fallback_and_its_tier_show_on_the_reply_for_everyone_live_and_a
     assert await ai.locator(".fallback").count() == 0
 
 
-async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_ones_disabled(web: Rig) -> None:
+async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_ones_disabled_with_the_servers_reason(
+        web: Rig) -> None:
     async with FakeOllama(models=("llama3.1:8b", "qwen2.5:14b")) as studio, FakeOllama(models=("mistral:7b",)) as laptop:
         for name, fake in (("Mac Studio", studio), ("Old laptop", laptop)):
             r = await web.admin.call("POST", "/ai/nodes", {"name": name, "kind": "ollama", "base_url": fake.url})
@@ -326,7 +327,13 @@ async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_
         assert await studio_group.locator(".health").inner_text() == "healthy"
         down = picker.locator(f"button.model[data-model='client:{laptop_id}:mistral:7b']")
         assert await down.is_disabled()
-        assert await down.locator(".reason").inner_text() == "node Old laptop is unreachable"
+        # The reason is the server's, word for word.
+        listed = (await alice.user.call("GET", "/ai/models")).body
+        reason = next(m["reason"] for p in listed["providers"] for m in p["models"]
+                      if m["id"] == f"client:{laptop_id}:mistral:7b")
+        assert reason == "Old laptop did not answer its last health check"
+        assert await down.locator(".reason").inner_text() == reason
+        assert await down.get_attribute("title") == reason
         assert await picker.locator(f"button.model[data-model='client:{laptop_id - 1}:llama3.1:8b']").is_enabled()
         await alice.page.screenshot(path=shot_path("models"))
         await picker.locator("input.search").fill("qwen")
@@ -336,6 +343,44 @@ async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_
         await alice.page.wait_for_selector(f".room-header .model-button[data-model='client:{laptop_id - 1}:qwen2.5:14b']")
         for node in (await web.admin.call("GET", "/ai/nodes")).body["nodes"]:
             await web.admin.call("DELETE", f"/ai/nodes/{node['id']}")
+
+
+async def test_cloud_providers_show_their_last_health_check_and_latency_and_stay_selectable_when_unhealthy(
+        web: Rig) -> None:
+    web.openai.model_delay = 0.06  # a measurable round trip for the server's check
+    web.anthropic.fail_status = 503  # its model list fails: the next check finds it unhealthy
+    alice = await web.person("alice", "Alice")
+    conv = await alice.user.conversation(title="Cloud health")
+    await alice.open(conv["id"])
+
+    def state(pid: str) -> str:
+        return (f"fetch('/ai/models', {{headers: {{Authorization: 'Bearer ' + localStorage.getItem('chat.token')}}}})"
+                f".then(r => r.json()).then(b => b.providers.find(p => p.id === '{pid}').health)")
+
+    await alice.page.wait_for_function(f"{state('openai')}.then(h => h && h.healthy && h.latency_ms >= 60)")
+    await alice.page.wait_for_function(f"{state('anthropic')}.then(h => h && !h.healthy)")
+    await alice.page.evaluate("chatApp.actions.refreshModels(true)")
+    await alice.page.click(".room-header .model-button")
+    picker = alice.page.locator(".picker")
+    openai = picker.locator(".provider[data-provider='openai']")
+    await openai.locator(".health.healthy").wait_for()
+    assert await openai.locator(".health").inner_text() == "healthy"
+    latency = await openai.locator(".latency").inner_text()
+    assert latency.endswith(" ms") and int(latency.removesuffix(" ms")) >= 60, latency
+    anthropic = picker.locator(".provider[data-provider='anthropic']")
+    assert await anthropic.get_attribute("data-health") == "unhealthy"
+    assert await anthropic.locator(".health").inner_text() == "check failed"
+    assert "may still answer" in (await anthropic.locator(".health").get_attribute("title") or "")
+    assert await anthropic.locator(".latency").count() == 0  # a failed check has no round trip
+    # Not a node: its models are not disabled and carry no reason.
+    for mid in ("anthropic:claude-sonnet-4", "anthropic:claude-haiku-4"):
+        assert await picker.locator(f"button.model[data-model='{mid}']").is_enabled()
+    assert await anthropic.locator(".reason").count() == 0
+    # The built-in model is not checked: it says it is ready.
+    assert await picker.locator(".provider[data-provider='echo'] .health").inner_text() == "ready"
+    await alice.page.screenshot(path=shot_path("models-cloud-health"))
+    await picker.locator("button.model[data-model='anthropic:claude-sonnet-4']").click()
+    await alice.page.wait_for_selector(".room-header .model-button[data-model='anthropic:claude-sonnet-4']")
 
 
 # -- 6. settings ---------------------------------------------------------------------------------
