@@ -72,7 +72,7 @@ class Rig:
     def reset(self) -> None:
         for fake in (self.openai, self.anthropic):
             fake.fail_status = fake.fail_after = None
-            fake.delay = 0.0
+            fake.delay = fake.model_delay = 0.0
             fake.tokens = list(TOKENS)
 
     async def person(self, prefix: str, display: str | None = None, *, viewport: dict[str, int] | None = None,
@@ -129,6 +129,11 @@ async def web(rig: Rig) -> AsyncIterator[Rig]:
     yield rig
     errors = await rig.close_people()
     assert errors == [], errors  # no uncaught exception in any page
+
+
+def last_chat(fake: FakeOpenAI | FakeAnthropic) -> Any:
+    """The body of the last chat request a fake received (the server's health checks GET its model list)."""
+    return [r for r in fake.requests if r.method == "POST"][-1].json
 
 
 async def group(owner: Person, *members: Person, **body: Any) -> dict[str, Any]:
@@ -256,11 +261,11 @@ async def test_bob_routes_one_message_and_the_next_goes_back_to_the_room_default
         ai = await p.last_ai_done("And now?")
         assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
         assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
-    assert web.openai.requests[-1].json["model"] == "gpt-4o"
-    assert web.anthropic.requests[-1].json["model"] == "claude-sonnet-4"
+    assert last_chat(web.openai)["model"] == "gpt-4o"
+    assert last_chat(web.anthropic)["model"] == "claude-sonnet-4"
 
 
-async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None:
+async def test_a_fallback_and_its_tier_show_on_the_reply_for_everyone_live_and_after_a_reload(web: Rig) -> None:
     web.openai.fail_status = 500
     alice = await web.person("alice", "Alice")
     bob = await web.person("bob", "Bob")
@@ -273,10 +278,33 @@ async def test_a_fallback_shows_on_the_reply_chip_for_everyone(web: Rig) -> None
         ai = await p.last_ai_done("try the othe")
         assert await ai.locator(".model-chip").inner_text() == "AI • claude-haiku-4"
         assert await ai.locator(".fallback").inner_text() == "fallback from gpt-4o-mini"
+        assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
         assert await ai.get_attribute("data-status") == "complete"
+    # From history alone (no ai.start frames): the stored message says how it came to be.
+    web.openai.fail_status = None
+    for p in (alice, bob):
+        await p.page.reload()
+        await p.page.wait_for_function("window.chatApp.store.conn.state === 'online'")
+        ai = await p.last_ai_done("try the othe")
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-haiku-4"
+        assert await ai.locator(".fallback").inner_text() == "fallback from gpt-4o-mini"
+        assert await ai.locator(".tier").get_attribute("data-tier") == "conversation"
+        assert await ai.locator(".tier").inner_text() == "room default"
+        assert await ai.get_attribute("data-status") == "complete"
+    # A reply routed for one message keeps its `message` tier in history too.
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o']")
+    await alice.send("routed once")
+    await alice.last_ai_done("routed once")
+    await bob.page.reload()
+    ai = await bob.last_ai_done("routed once")
+    assert await ai.locator(".tier").get_attribute("data-tier") == "message"
+    assert await ai.locator(".tier").inner_text() == "this message"
+    assert await ai.locator(".fallback").count() == 0
 
 
-async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_ones_disabled(web: Rig) -> None:
+async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_ones_disabled_with_the_servers_reason(
+        web: Rig) -> None:
     async with FakeOllama(models=("llama3.1:8b", "qwen2.5:14b")) as studio, FakeOllama(models=("mistral:7b",)) as laptop:
         for name, fake in (("Mac Studio", studio), ("Old laptop", laptop)):
             r = await web.admin.call("POST", "/ai/nodes", {"name": name, "kind": "ollama", "base_url": fake.url})
@@ -299,7 +327,13 @@ async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_
         assert await studio_group.locator(".health").inner_text() == "healthy"
         down = picker.locator(f"button.model[data-model='client:{laptop_id}:mistral:7b']")
         assert await down.is_disabled()
-        assert await down.locator(".reason").inner_text() == "node Old laptop is unreachable"
+        # The reason is the server's, word for word.
+        listed = (await alice.user.call("GET", "/ai/models")).body
+        reason = next(m["reason"] for p in listed["providers"] for m in p["models"]
+                      if m["id"] == f"client:{laptop_id}:mistral:7b")
+        assert reason == "Old laptop did not answer its last health check"
+        assert await down.locator(".reason").inner_text() == reason
+        assert await down.get_attribute("title") == reason
         assert await picker.locator(f"button.model[data-model='client:{laptop_id - 1}:llama3.1:8b']").is_enabled()
         await alice.page.screenshot(path=shot_path("models"))
         await picker.locator("input.search").fill("qwen")
@@ -309,6 +343,44 @@ async def test_models_are_grouped_by_provider_with_node_latency_and_unreachable_
         await alice.page.wait_for_selector(f".room-header .model-button[data-model='client:{laptop_id - 1}:qwen2.5:14b']")
         for node in (await web.admin.call("GET", "/ai/nodes")).body["nodes"]:
             await web.admin.call("DELETE", f"/ai/nodes/{node['id']}")
+
+
+async def test_cloud_providers_show_their_last_health_check_and_latency_and_stay_selectable_when_unhealthy(
+        web: Rig) -> None:
+    web.openai.model_delay = 0.06  # a measurable round trip for the server's check
+    web.anthropic.fail_status = 503  # its model list fails: the next check finds it unhealthy
+    alice = await web.person("alice", "Alice")
+    conv = await alice.user.conversation(title="Cloud health")
+    await alice.open(conv["id"])
+
+    def state(pid: str) -> str:
+        return (f"fetch('/ai/models', {{headers: {{Authorization: 'Bearer ' + localStorage.getItem('chat.token')}}}})"
+                f".then(r => r.json()).then(b => b.providers.find(p => p.id === '{pid}').health)")
+
+    await alice.page.wait_for_function(f"{state('openai')}.then(h => h && h.healthy && h.latency_ms >= 60)")
+    await alice.page.wait_for_function(f"{state('anthropic')}.then(h => h && !h.healthy)")
+    await alice.page.evaluate("chatApp.actions.refreshModels(true)")
+    await alice.page.click(".room-header .model-button")
+    picker = alice.page.locator(".picker")
+    openai = picker.locator(".provider[data-provider='openai']")
+    await openai.locator(".health.healthy").wait_for()
+    assert await openai.locator(".health").inner_text() == "healthy"
+    latency = await openai.locator(".latency").inner_text()
+    assert latency.endswith(" ms") and int(latency.removesuffix(" ms")) >= 60, latency
+    anthropic = picker.locator(".provider[data-provider='anthropic']")
+    assert await anthropic.get_attribute("data-health") == "unhealthy"
+    assert await anthropic.locator(".health").inner_text() == "check failed"
+    assert "may still answer" in (await anthropic.locator(".health").get_attribute("title") or "")
+    assert await anthropic.locator(".latency").count() == 0  # a failed check has no round trip
+    # Not a node: its models are not disabled and carry no reason.
+    for mid in ("anthropic:claude-sonnet-4", "anthropic:claude-haiku-4"):
+        assert await picker.locator(f"button.model[data-model='{mid}']").is_enabled()
+    assert await anthropic.locator(".reason").count() == 0
+    # The built-in model is not checked: it says it is ready.
+    assert await picker.locator(".provider[data-provider='echo'] .health").inner_text() == "ready"
+    await alice.page.screenshot(path=shot_path("models-cloud-health"))
+    await picker.locator("button.model[data-model='anthropic:claude-sonnet-4']").click()
+    await alice.page.wait_for_selector(".room-header .model-button[data-model='anthropic:claude-sonnet-4']")
 
 
 # -- 6. settings ---------------------------------------------------------------------------------
@@ -475,7 +547,7 @@ async def test_script_and_event_handlers_in_user_and_ai_text_never_run_and_markd
 # -- 7, 8. Stop, presence, typing, "AI is replying" -------------------------------------------------
 
 
-async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_cancelled(web: Rig) -> None:
+async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_who_cancelled(web: Rig) -> None:
     web.openai.tokens = ["Three things are left:\n\n", "1. **Pricing page** ", "copy\n", "2. The `v2` ",
                          "migration guide\n", "3. A final load test\n\n", "I'd start with pricing."]
     alice = await web.person("alice", "Alice")
@@ -505,11 +577,41 @@ async def test_stop_is_offered_to_the_author_and_owner_only_and_everyone_sees_ca
         await p.page.wait_for_selector(".live-status .ai-replying", state="detached")
         assert await p.page.inner_text(".composer .send") == "Send"
     assert await bob.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
-    assert await carol.page.locator(".msg.ai .status").last.inner_text() == "Cancelled"
+    assert await carol.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Bob"
+    assert await alice.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Bob"
     text = await carol.page.locator(".msg.ai .body").last.inner_text()
     stored = (await alice.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"][-1]
     assert stored["status"] == "cancelled" and 0 < len(stored["content"]) < len("".join(web.openai.tokens))
     assert text == stored["content"].strip()
+
+
+async def test_a_member_who_did_not_press_stop_sees_cancelled_by_the_owner_live_and_after_a_reload(web: Rig) -> None:
+    web.openai.tokens = [f"w{i} " for i in range(200)]
+    web.openai.delay = 0.02
+    alice = await web.person("alice", "Alice Owner")
+    bob = await web.person("bob", "Bob")
+    carol = await web.person("carol", "Carol")
+    conv = await group(alice, bob, carol, title="Who stopped it", default_model_id="openai:gpt-4o-mini")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]), carol.open(conv["id"]))
+    await bob.send("write a long answer")
+    for p in (alice, bob, carol):
+        await p.page.wait_for_selector(".msg.ai[data-status=streaming] .stream-text:has-text('w5 ')")
+    await alice.page.click(".composer .send")  # the owner stops Bob's reply
+    for p in (alice, bob, carol):
+        ai = await p.last_ai_done("write a long")
+        assert await ai.get_attribute("data-status") == "cancelled"
+    assert await alice.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
+    for p in (bob, carol):  # Bob wrote the message, Carol only watched: neither pressed Stop
+        assert await p.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Alice Owner"
+    stored = (await carol.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"][-1]
+    assert stored["cancelled_by"]["id"] == alice.user.id
+    # From history alone, for everyone, the one who pressed Stop included.
+    for p in (alice, bob, carol):
+        await p.page.reload()
+        await p.page.wait_for_selector(".msg.ai[data-status=cancelled]")
+    assert await alice.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by you"
+    for p in (bob, carol):
+        assert await p.page.locator(".msg.ai .status").last.inner_text() == "Cancelled by Alice Owner"
 
 
 async def test_presence_and_typing_indicators_appear_and_expire(web: Rig) -> None:

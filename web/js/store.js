@@ -180,10 +180,14 @@ export class Store {
       const old = room.messages.get(m.id);
       const merged = old ? { ...old, ...m } : { ...m };
       if (m.status === "streaming") {
-        // A stored row says "" while the reply streams: keep the text we have appended.
+        // A stored row says "" while the reply streams: keep the text we have appended. Its
+        // tier is the first model's until the reply ends: a fallback is known from ai.start.
         const reply = this.replyFor(m.id);
-        if (reply) merged.content = reply.text;
-        else if (old && old.content.length > m.content.length) merged.content = old.content;
+        if (reply) {
+          merged.content = reply.text;
+          if (reply.tier) merged.tier = reply.tier;
+          if (reply.fallbackFrom) merged.fallback_from = reply.fallbackFrom;
+        } else if (old && old.content.length > m.content.length) merged.content = old.content;
       }
       if (m.status !== "streaming" && old?.status === "streaming") {
         for (const [rid, r] of this.replies) if (r.messageId === m.id) this.endReply(rid);
@@ -309,7 +313,13 @@ export class Store {
     const r = this.replies.get(f.reply_id);
     const cid = f.conversation_id;
     if (msg) {
-      const extra = { tier: r?.tier, fallback_from: r?.fallbackFrom || null, reply_id: f.reply_id };
+      // The stored message says how it came to be (tier, fallback_from, cancelled_by); what the
+      // live frames said is only a stand-in for a server that does not send those fields.
+      const extra = {
+        tier: msg.tier ?? r?.tier ?? null,
+        fallback_from: "fallback_from" in msg ? msg.fallback_from : r?.fallbackFrom || null,
+        reply_id: f.reply_id,
+      };
       if (f.type === "ai.error") extra.error = { code: f.code, message: f.message };
       const prev = this.message(cid, msg.id);
       if (r?.cancelledByMe) extra.cancelled_by_me = true;

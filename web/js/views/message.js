@@ -63,11 +63,19 @@ function aiChips(msg, store) {
     chips.push(h("span.status.complete", { title: "complete" }, "✓"));
   } else if (status) {
     let label = STATUS_LABEL[status] || status;
-    if (status === "cancelled" && msg.cancelled_by_me) label = "Cancelled by you";
+    if (status === "cancelled") label = cancelledLabel(msg, store);
     if (status === "error" && msg.error?.code) label = `Error (${msg.error.code})`;
     chips.push(h("span.status", { class: status }, label));
   }
   return chips;
+}
+
+/** Who stopped a reply, from the stored `cancelled_by` (so everyone, and history, sees it). */
+function cancelledLabel(msg, store) {
+  const by = msg.cancelled_by;
+  if (by && store.me && by.id === store.me.id) return "Cancelled by you";
+  if (by) return `Cancelled by ${displayName(by)}`;
+  return msg.cancelled_by_me ? "Cancelled by you" : "Cancelled";
 }
 
 /** Consecutive messages by the same author within 5 minutes read as one block. */

@@ -94,19 +94,22 @@ export class Picker {
       const models = p.models.filter((m) => !q || `${m.id} ${m.name} ${p.label} ${p.node?.name || ""}`.toLowerCase().includes(q));
       if (!models.length) continue;
       const node = p.node;
-      const health = node ? (node.healthy ? "healthy" : "unreachable") : "ready";
+      const state = providerState(p);
       const meta = [];
       if (node && node.name !== (p.label || p.id)) meta.push(node.name);
-      if (node?.latency_ms != null) meta.push(`${Math.round(node.latency_ms)} ms`);
-      groups.push(h("section.provider", { dataset: { provider: p.id } },
+      const latency = (node || p.health)?.latency_ms;
+      if (latency != null) meta.push(`${Math.round(latency)} ms`);
+      groups.push(h("section.provider", { dataset: { provider: p.id, health: state.health } },
         h("header",
           h("span.provider-name", p.label || p.id),
-          meta.length ? h("span.muted.small", meta.join(" · ")) : null,
-          h("span.health", { class: health, title: node ? `node ${health}` : "provider configured" }, health)),
+          meta.length ? h("span.muted.small.latency", meta.join(" · ")) : null,
+          h("span.health", { class: state.health, title: state.title }, state.label)),
         models.map((m) => {
           const isDefault = m.id === store.models.default_model_id;
           const selected = m.id === o.selected;
-          const reason = m.available ? null : node && !node.healthy ? `node ${node.name} is unreachable` : "unavailable right now";
+          // The server says why a model is unavailable; the client's own guess is for an older server.
+          const reason = m.available ? null
+            : m.reason || (node && !node.healthy ? `node ${node.name} is unreachable` : "unavailable right now");
           return h("button.model", {
             type: "button", disabled: !m.available || o.readonly, dataset: { model: m.id },
             "aria-pressed": selected ? "true" : "false", class: selected ? "selected" : undefined,
@@ -123,6 +126,27 @@ export class Picker {
     if (o.readonly) groups.unshift(h("p.note", o.readonlyNote || "Only the owner can change this."));
     replace(this.list, groups);
   }
+}
+
+/** A provider's health line: a node's (its models follow it), or the last check of a cloud or
+ * OpenAI-compatible provider (`health`; its models stay available whatever it says). */
+function providerState(p) {
+  const node = p.node;
+  if (node) {
+    const health = node.healthy ? "healthy" : "unreachable";
+    return { health, label: health, title: `node ${health}${checked(node.checked_at)}` };
+  }
+  const last = p.health;
+  if (!last) return { health: "ready", label: "ready", title: "provider configured" };
+  if (last.healthy) return { health: "healthy", label: "healthy", title: `last check passed${checked(last.checked_at)}` };
+  return {
+    health: "unhealthy", label: "check failed",
+    title: `the last health check failed${checked(last.checked_at)}; its models may still answer`,
+  };
+}
+
+function checked(at) {
+  return at ? ` (checked ${new Date(at).toLocaleTimeString()})` : "";
 }
 
 export function tierText(tier) {
