@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 5
+-- schema-version: 6
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -119,3 +119,32 @@ CREATE INDEX IF NOT EXISTS messages_replies_by_requester ON messages (requested_
     WHERE role = 'assistant';
 CREATE INDEX IF NOT EXISTS messages_replies_by_model ON messages (model_used, created_at DESC)
     WHERE role = 'assistant';
+
+-- Step 6: budgets. A limit per user or per conversation and period (a UTC day or month);
+-- turns hold a reservation while they run and spend their cost when they end.
+CREATE TABLE IF NOT EXISTS budgets (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope       text NOT NULL CHECK (scope IN ('user', 'conversation')),
+    subject_id  bigint NOT NULL,
+    period      text NOT NULL CHECK (period IN ('day', 'month')),
+    limit_usd   numeric(16, 8) NOT NULL CHECK (limit_usd >= 0),
+    warn_at     real NOT NULL DEFAULT 0.8 CHECK (warn_at > 0 AND warn_at <= 1),
+    created_by  bigint REFERENCES users (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (scope, subject_id)
+);
+CREATE TABLE IF NOT EXISTS budget_ledger (
+    budget_id     bigint NOT NULL REFERENCES budgets (id) ON DELETE CASCADE,
+    period_start  date NOT NULL,
+    spent_usd     numeric(16, 8) NOT NULL DEFAULT 0,
+    warned        boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (budget_id, period_start)
+);
+CREATE TABLE IF NOT EXISTS budget_reservations (
+    message_id    bigint NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    budget_id     bigint NOT NULL REFERENCES budgets (id) ON DELETE CASCADE,
+    period_start  date NOT NULL,
+    amount_usd    numeric(16, 8) NOT NULL,
+    PRIMARY KEY (message_id, budget_id)
+);
+CREATE INDEX IF NOT EXISTS budget_reservations_budget ON budget_reservations (budget_id, period_start);

@@ -224,6 +224,36 @@ class Api:
         everyone = request.query_params.get("all") in ("true", "1")
         return json(await _node(request).usage(user, query_int(request, "user_id", minimum=1), everyone, since, until))
 
+    # -- budgets ----------------------------------------------------------------
+
+    async def put_user_budget(self, request: Request) -> Response:
+        user = await self.user(request)
+        new = inputs.new_budget(await read_json(request, self.limit))
+        return json(await _node(request).set_user_budget(user, path_id(request, "user_id"), new))
+
+    async def delete_user_budget(self, request: Request) -> Response:
+        user = await self.user(request)
+        await _node(request).delete_user_budget(user, path_id(request, "user_id"))
+        return Response(status_code=204)
+
+    async def get_user_budget(self, request: Request) -> Response:
+        user = await self.user(request)
+        return json({"budget": await _node(request).user_budget(user, query_int(request, "user_id", minimum=1))})
+
+    async def put_conversation_budget(self, request: Request) -> Response:
+        user = await self.user(request)
+        new = inputs.new_budget(await read_json(request, self.limit))
+        return json(await _node(request).set_conversation_budget(user, path_id(request), new))
+
+    async def delete_conversation_budget(self, request: Request) -> Response:
+        user = await self.user(request)
+        await _node(request).delete_conversation_budget(user, path_id(request))
+        return Response(status_code=204)
+
+    async def get_conversation_budget(self, request: Request) -> Response:
+        user = await self.user(request)
+        return json({"budget": await _node(request).conversation_budget(user, path_id(request))})
+
     # -- AI models and nodes --------------------------------------------------
 
     async def models(self, request: Request) -> Response:
@@ -279,6 +309,12 @@ class Api:
             Route(conv + "/messages", self.list_messages, methods=["GET"]),
             Route(conv + "/usage", self.conversation_usage, methods=["GET"]),
             Route("/usage", self.usage, methods=["GET"]),
+            Route(conv + "/budget", self.get_conversation_budget, methods=["GET"]),
+            Route(conv + "/budget", self.put_conversation_budget, methods=["PUT"]),
+            Route(conv + "/budget", self.delete_conversation_budget, methods=["DELETE"]),
+            Route("/budget", self.get_user_budget, methods=["GET"]),
+            Route("/budgets/users/{user_id}", self.put_user_budget, methods=["PUT"]),
+            Route("/budgets/users/{user_id}", self.delete_user_budget, methods=["DELETE"]),
             Route("/ai/models", self.models, methods=["GET"]),
             Route("/ai/stats", self.model_stats, methods=["GET"]),
             Route("/ai/nodes", self.list_nodes, methods=["GET"]),

@@ -25,6 +25,7 @@ from . import logs
 from .api import Api, error_response
 from .auth import Auth
 from .broker import Broker, LocalBroker, RedisBroker
+from .budgets import Budgets
 from .conversations import Conversations
 from .errors import ChatError
 from .hub import Hub
@@ -118,11 +119,13 @@ def create_app(settings: Settings) -> FrontDoor:
         metrics = Metrics()
         hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
         pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
-        turns = Turns(store, hub, router, settings, pricing, metrics)
+        budgets = Budgets(store, hub, router, pricing, metrics, settings)
+        turns = Turns(store, hub, router, settings, pricing, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
         stats = ModelStats(store, settings.node_check_interval)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
-                    Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics)
+                    Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
+                    budgets)
         gauge_from(metrics.connections, lambda: len(hub.connections()))
         gauge_from(metrics.subscriptions, hub.subscription_count)
         gauge_from(metrics.pool_in_use, lambda: store.db.pool.get_size() - store.db.pool.get_idle_size())
@@ -132,6 +135,8 @@ def create_app(settings: Settings) -> FrontDoor:
         if not registry.knows(settings.default_model):
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
+        await budgets.refresh()
+        budgets.start()
         nodes.start()
         stats.start()
         node.start()
@@ -141,6 +146,7 @@ def create_app(settings: Settings) -> FrontDoor:
             endpoint.close_all()
             await node.close()
             await stats.close()
+            await budgets.close()
             await turns.close()
             await nodes.close()
             await hub.close()

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -156,6 +157,15 @@ class ConversationChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class NewBudget:
+    """PUT of a user's or a conversation's budget."""
+
+    period: str
+    limit_usd: Decimal
+    warn_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewNode:
     """POST /ai/nodes: a machine an admin registers (its URL may carry credentials)."""
 
@@ -199,6 +209,19 @@ def conversation_changes(body: dict[str, Any], settings: Settings) -> Conversati
         default_model_id=model_id(body, "default_model_id"),
         sets_model="default_model_id" in body,
     )
+
+
+def new_budget(body: dict[str, Any]) -> NewBudget:
+    period = body.get("period", "month")
+    if period not in ("day", "month"):
+        raise Invalid("period", "period must be day or month")
+    limit = body.get("limit_usd")
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit <= 1_000_000:
+        raise Invalid("limit_usd", "limit_usd must be a number of dollars from 0 to 1000000")
+    warn_at = body.get("warn_at", 0.8)
+    if isinstance(warn_at, bool) or not isinstance(warn_at, (int, float)) or not 0 < warn_at <= 1:
+        raise Invalid("warn_at", "warn_at must be a fraction above 0, at most 1")
+    return NewBudget(period, Decimal(str(limit)), float(warn_at))
 
 
 def new_node(body: dict[str, Any], kinds: tuple[str, ...]) -> NewNode:

@@ -18,12 +18,20 @@ from providers.registry import Registry
 
 from . import protocol
 from .auth import Auth, token_hash
+from .budgets import Budgets
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
 from .errors import Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from .events import Event
 from .hub import Hub
-from .inputs import ConversationChanges, Login, NewConversation, NewNode, Registration
+from .inputs import (
+    ConversationChanges,
+    Login,
+    NewBudget,
+    NewConversation,
+    NewNode,
+    Registration,
+)
 from .metrics import Metrics
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
@@ -55,7 +63,7 @@ class Node:
 
     def __init__(self, settings: Settings, store: Store, auth: Auth, hub: Hub, router: Router,
                  conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes,
-                 stats: ModelStats, metrics: Metrics) -> None:
+                 stats: ModelStats, metrics: Metrics, budgets: Budgets) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
@@ -67,6 +75,7 @@ class Node:
         self.nodes = nodes
         self.stats = stats
         self.metrics = metrics
+        self.budgets = budgets
         self.writer = MessageWriter(store.messages)
         self._checker: asyncio.Task[None] | None = None
 
@@ -226,6 +235,46 @@ class Node:
 
     def model_stats(self) -> dict[str, Any]:
         return self.stats.table()
+
+    # -- budgets ----------------------------------------------------------------
+
+    async def set_user_budget(self, user: User, user_id: int, new: NewBudget) -> dict[str, Any]:
+        if not user.is_admin:
+            raise Forbidden("only an admin may set a user's budget")
+        budget = await self.store.budgets.set("user", user_id, new.period, new.limit_usd, new.warn_at, user.id)
+        self.budgets.changed("user", user_id, True)
+        return budget.wire()
+
+    async def delete_user_budget(self, user: User, user_id: int) -> None:
+        if not user.is_admin:
+            raise Forbidden("only an admin may remove a user's budget")
+        if not await self.store.budgets.delete("user", user_id):
+            raise NotFound("that user has no budget")
+        self.budgets.changed("user", user_id, False)
+
+    async def set_conversation_budget(self, user: User, cid: int, new: NewBudget) -> dict[str, Any]:
+        await self.conversations.owned(cid, user)
+        budget = await self.store.budgets.set("conversation", cid, new.period, new.limit_usd, new.warn_at, user.id)
+        self.budgets.changed("conversation", cid, True)
+        return budget.wire()
+
+    async def delete_conversation_budget(self, user: User, cid: int) -> None:
+        await self.conversations.owned(cid, user)
+        if not await self.store.budgets.delete("conversation", cid):
+            raise NotFound("this conversation has no budget")
+        self.budgets.changed("conversation", cid, False)
+
+    async def conversation_budget(self, user: User, cid: int) -> dict[str, Any] | None:
+        await self.conversations.visible(cid, user)
+        found = await self.store.budgets.of(conversation_id=cid)
+        return found[0].wire() if found else None
+
+    async def user_budget(self, user: User, user_id: int | None) -> dict[str, Any] | None:
+        """The caller's own budget; an admin may ask for anyone's."""
+        if user_id is not None and user_id != user.id and not user.is_admin:
+            raise Forbidden("only an admin may see other users' budgets")
+        found = await self.store.budgets.of(user_id=user_id or user.id)
+        return found[0].wire() if found else None
 
     # -- usage ------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from providers.base import ChatMessage, ProviderError, StreamEnd
 from providers.registry import Backend
 
 from . import logs, protocol
+from .budgets import BudgetExceeded, Budgets
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
@@ -65,6 +66,7 @@ class Turn:
     stream_task: asyncio.Task[Any] | None = None
     checkpoint: asyncio.Task[None] | None = None  # the text so far being stored (see _delta)
     clock: Clock = field(default_factory=Clock)
+    reserved: bool = False  # it holds a budget reservation to settle when it ends
     prompt_chars: int = 0  # what the prompt weighed, to estimate its tokens when the provider says nothing
     checkpointed: float = 0.0  # loop time of the last checkpoint, or of the row's insert
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -78,13 +80,14 @@ class Turns:
     """Turns of one conversation run one after another in message order; conversations in parallel."""
 
     def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, pricing: Pricing,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, budgets: Budgets) -> None:
         self.store = store
         self.hub = hub
         self.router = router
         self.settings = settings
         self.pricing = pricing
         self.metrics = metrics
+        self.budgets = budgets
         self.received = 0  # provider deltas received (read by the metrics at scrape time)
         self.window = settings.coalesce_ms / 1000.0
         self.by_reply: dict[str, Turn] = {}
@@ -201,7 +204,13 @@ class Turns:
             else:
                 prompt = self._prompt(turn.room, history)
                 turn.prompt_chars = sum(len(m.content) for m in prompt)
-                outcome = await self._generate(turn, prompt)
+                try:
+                    turn.reserved = await self.budgets.reserve(msg.id, turn.requested_by, turn.room.id, turn.model,
+                                                               turn.prompt_chars)
+                except BudgetExceeded as e:
+                    outcome = ("error", e.code, e.message, None)
+                else:
+                    outcome = await self._generate(turn, prompt)
         except asyncio.CancelledError:
             # Shutdown: store what we have; the task finishes this before it ends.
             await self._finish(turn, ("interrupted", None, None, None))
@@ -332,6 +341,11 @@ class Turns:
             status, code = "error", "unavailable"
             error = "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"
         self._count(turn, final)
+        if turn.reserved:
+            try:
+                await self.budgets.settle(msg.id, final.cost_usd, turn.room.id, turn.requested_by, turn.room.owner_id)
+            except Exception as e:  # the reservation is released by the next sweep (Budgets._loop)
+                log.warning("turn %s: settling its budget failed: %r", turn.reply_id, e)
         final_msg = stored
         if status == "error":
             self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, code or "provider_error",
