@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 import warnings
@@ -13,6 +14,7 @@ from server import logs
 from server.app import create_app
 from server.runner import ChatServer, DataDirLock, EmbeddedPostgres, uvicorn_config
 from server.settings import load_settings
+from server.workers import WORKER_ENV, PrivateRedis, Workers, reuse_port_socket, tell_ready
 
 HELP = """\
 Every flag can also come from the environment (in brackets) or from chat.toml's [server]
@@ -36,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--redis-url", help="Redis for fan-out across several servers [REDIS_URL] (default: none)")
     p.add_argument("--log-level", help="debug, info, warning [CHAT_LOG_LEVEL] (default info)")
     p.add_argument("--log-format", help="plain, or json: one object per line [CHAT_LOG_FORMAT] (default plain)")
+    p.add_argument("--workers", type=int, help="server processes on the port, as one server [CHAT_WORKERS] "
+                   "(default 1; more need Redis: --redis-url, or a redis-server on the PATH)")
     return p.parse_args(argv)
 
 
@@ -54,9 +58,13 @@ def main(argv: list[str]) -> int:
         # the data directory names it whatever port it takes next time.
         where = settings.data_dir.resolve() if not settings.database_url else settings.port
         settings = settings.replace(node_id=f"{socket.gethostname()}:{where}")
-    stop_database = None
+    worker = os.environ.get(WORKER_ENV)
+    if settings.workers < 1:
+        print("run.py: --workers must be at least 1", file=sys.stderr)
+        return 2
     lock = DataDirLock(settings.data_dir)  # held until this process ends
-    if not settings.database_url:
+    database = redis = None
+    if not settings.database_url:  # a worker is always given the parent's database
         try:
             lock.acquire()
         except RuntimeError as e:
@@ -64,18 +72,39 @@ def main(argv: list[str]) -> int:
             return 1
         database = EmbeddedPostgres(settings.data_dir)
         settings = settings.replace(database_url=database.start())
-        stop_database = database.stop
         logging.getLogger("chat").info("embedded PostgreSQL in %s", database.pgdata)
-    app = create_app(settings)
 
     def announce() -> None:
         host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
-        print(f"\n  Chat open at http://{host}:{settings.port}/   (WebSocket: ws://{host}:{settings.port}/ws)\n",
+        many = f", {settings.workers} worker processes" if settings.workers > 1 else ""
+        print(f"\n  Chat open at http://{host}:{settings.port}/   (WebSocket: ws://{host}:{settings.port}/ws{many})\n",
               flush=True)
 
-    server = ChatServer(uvicorn_config(app, settings), on_stopped=stop_database, on_started=announce)
-    server.run()
-    return 0
+    try:
+        if settings.workers > 1 and worker is None:
+            if not settings.redis_url:
+                if not PrivateRedis.available():
+                    print("run.py: --workers needs Redis to join the processes: give --redis-url, or install "
+                          "redis-server (e.g. apt-get install redis-server) and it starts a private one",
+                          file=sys.stderr)
+                    return 1
+                redis = PrivateRedis(settings.data_dir)
+                settings = settings.replace(redis_url=redis.start())
+            env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+            return Workers(settings.workers, [str(Path(__file__).resolve()), *argv], env, settings.node_id).run(
+                announce)
+        app = create_app(settings)
+        # uvicorn ends this process by re-raising SIGTERM once it has shut down: what this
+        # process started is stopped in its shutdown (on_stopped), not in a `finally` here.
+        server = ChatServer(uvicorn_config(app, settings), on_stopped=database.stop if database else None,
+                            on_started=tell_ready if worker else announce)
+        server.run(sockets=[reuse_port_socket(settings.host, settings.port)] if worker else None)
+        return 0
+    finally:
+        if redis is not None:  # only the parent of workers starts one, and it runs no uvicorn
+            redis.stop()
+        if database is not None:  # a no-op when its shutdown already stopped it
+            database.stop()
 
 
 if __name__ == "__main__":

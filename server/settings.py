@@ -39,6 +39,8 @@ class Settings:
     node_id: str = ""
     metrics_token: str | None = None  # who may read GET /metrics: this bearer token, or (unset) loopback only
     log_format: str = "plain"  # or "json": one object per line
+    workers: int = 1  # server processes on the port (run.py); more than one needs Redis
+    worker_index: int | None = None  # set by run.py's parent in each of its workers
 
     # HTTP limits
     max_body_bytes: int = 256 * 1024
@@ -105,6 +107,8 @@ ENV: dict[str, tuple[str, type]] = {
     "node_id": ("CHAT_NODE_ID", str),
     "metrics_token": ("CHAT_METRICS_TOKEN", str),
     "log_format": ("CHAT_LOG_FORMAT", str),
+    "workers": ("CHAT_WORKERS", int),
+    "worker_index": ("CHAT_WORKER_INDEX", int),
     "max_body_bytes": ("CHAT_MAX_BODY_BYTES", int),
     "max_content_chars": ("CHAT_MAX_CONTENT_CHARS", int),
     "max_participants": ("CHAT_MAX_PARTICIPANTS", int),

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -208,3 +209,40 @@ def test_json_logs_are_one_object_per_line_naming_the_request_and_never_a_token(
     access = json.loads(line)
     assert access["logger"] == "chat.access" and len(access["request"]) == 12
     assert token not in "".join(proc.output) + rest and "password" not in rest
+
+
+def test_workers_serve_one_port_as_one_server_and_stop_with_everything_they_started(
+        dirs: tuple[Path, Path]) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("SKIPPED LOUDLY: --workers needs redis-server on the PATH (apt-get install redis-server)")
+    data, cwd = dirs
+    parent = Proc(data, cwd, args=("--workers", "2", "--log-level", "warning"))
+    try:
+        assert "2 worker processes" in parent.wait_for("Chat open at")
+        workers = {json.loads(parent.get("/healthz")[1])["worker"] for _ in range(40)}
+        assert workers == {0, 1}  # SO_REUSEPORT spreads new connections over both
+        asyncio.run(_one_room_over_two_workers(parent.port))
+        children = psutil.Process(parent.popen.pid).children()
+        postmaster = psutil.Process(int((data / "postgres" / "postmaster.pid").read_text().split()[0]))
+        assert len([c for c in children if "redis-server" in c.name()]) == 1
+    finally:
+        parent.stop()
+    assert parent.popen.returncode == 0
+    for proc in [*children, postmaster]:
+        assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+
+async def _one_room_over_two_workers(port: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        c = Client(http, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws")
+        owner = await c.user()
+        conv = await owner.conversation(with_ai=False, mode="group")
+        socks = [await owner.ws() for _ in range(6)]  # over both workers, almost surely (2^-5)
+        for sock in socks:
+            await sock.subscribe(conv["id"])
+        for i in range(5):
+            assert (await owner.send(conv["id"], f"m{i}", ai=False)).status == 201
+        for sock in socks:
+            frames = await sock.collect({"message"}, lambda f: f["message"]["seq"] == 5, timeout=10)
+            assert [f["message"]["content"] for f in frames] == [f"m{i}" for i in range(5)]
+            await sock.close()
