@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 6
+-- schema-version: 7
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -148,3 +148,9 @@ CREATE TABLE IF NOT EXISTS budget_reservations (
     PRIMARY KEY (message_id, budget_id)
 );
 CREATE INDEX IF NOT EXISTS budget_reservations_budget ON budget_reservations (budget_id, period_start);
+
+-- Step 7: each server says it is alive; the others end the replies of one that stopped.
+CREATE TABLE IF NOT EXISTS server_nodes (
+    node_id  text PRIMARY KEY,
+    seen_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -33,6 +33,7 @@ from .metrics import Metrics, gauge_from
 from .node import Node
 from .nodes import Nodes
 from .pricing import Pricing
+from .replies import Replies
 from .routing import Router
 from .settings import Settings
 from .stats import ModelStats
@@ -120,7 +121,8 @@ def create_app(settings: Settings) -> FrontDoor:
         hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
         pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
         budgets = Budgets(store, hub, router, pricing, metrics, settings)
-        turns = Turns(store, hub, router, settings, pricing, metrics, budgets)
+        replies = Replies(store, hub, router, pricing, metrics, settings)
+        turns = Turns(store, hub, router, settings, replies, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
         stats = ModelStats(store, settings.node_check_interval)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
@@ -137,6 +139,7 @@ def create_app(settings: Settings) -> FrontDoor:
         await hub.start()
         await budgets.refresh()
         budgets.start()
+        replies.start()
         nodes.start()
         stats.start()
         node.start()
@@ -148,6 +151,7 @@ def create_app(settings: Settings) -> FrontDoor:
             await stats.close()
             await budgets.close()
             await turns.close()
+            await replies.close()
             await nodes.close()
             await hub.close()
             await session.close()

@@ -85,6 +85,7 @@ class Settings:
     provider_timeout_idle: float = 60.0
     provider_timeout_total: float = 600.0
     provider_concurrency: int = 64
+    heartbeat_interval: float = 5.0  # a server silent for 3 intervals has its replies marked interrupted
     budget_refresh_interval: float = 10.0  # a budget set on another server applies here within this
     reply_checkpoint_interval: float = 2.0  # a streaming reply's text is stored this often (crash loss bound)
     ai_max_tokens: int | None = None  # a reply's length limit sent to providers (None: theirs)
@@ -134,6 +135,7 @@ ENV: dict[str, tuple[str, type]] = {
     "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
     "reply_checkpoint_interval": ("CHAT_REPLY_CHECKPOINT_INTERVAL", float),
     "budget_refresh_interval": ("CHAT_BUDGET_REFRESH_INTERVAL", float),
+    "heartbeat_interval": ("CHAT_HEARTBEAT_INTERVAL", float),
     "ai_temperature": ("CHAT_AI_TEMPERATURE", float),
     "pool_max_size": ("CHAT_POOL_MAX_SIZE", int),
     "db_timeout": ("CHAT_DB_TIMEOUT", float),

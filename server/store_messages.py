@@ -227,6 +227,24 @@ class MessageStore:
         )
         return _message(row) if row else None
 
+    async def heartbeat(self, node_id: str) -> None:
+        """This server is alive (see interrupt_orphans)."""
+        await self.db.execute(
+            "INSERT INTO server_nodes (node_id, seen_at) VALUES ($1, now())"
+            " ON CONFLICT (node_id) DO UPDATE SET seen_at = now()", node_id)
+
+    async def interrupt_orphans(self, stale_after: float) -> list[Message]:
+        """Replies still `streaming` on a server that has not said it is alive for `stale_after`
+        seconds become `interrupted`, with the text of their last checkpoint; returned so their
+        subscribers can be told. Each is taken by one survivor only (the UPDATE's row lock)."""
+        rows = await self.db.fetch(
+            "WITH m AS (UPDATE messages SET status = 'interrupted', updated_at = now()"
+            "           WHERE status = 'streaming' AND owner_node IN (SELECT node_id FROM server_nodes"
+            "                 WHERE seen_at < now() - make_interval(secs => $1))"
+            f"          {_RETURNING})"
+            f" SELECT {_COLS} FROM m {_JOINS}", stale_after)
+        return [_message(r) for r in rows]
+
     async def mark_interrupted(self, owner_node: str) -> int:
         """Replies this node left `streaming` when it stopped become `interrupted`."""
         result = await self.db.execute(

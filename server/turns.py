@@ -9,7 +9,7 @@ import heapq
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from providers.base import ChatMessage, ProviderError, StreamEnd
@@ -21,8 +21,8 @@ from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
 from .metrics import Metrics
-from .pricing import Pricing
-from .records import FinalReply, Line, Message, Room, User
+from .records import Line, Message, Room, User
+from .replies import Replies
 from .routing import Choice, Router
 from .settings import Settings
 from .store import Store
@@ -79,13 +79,13 @@ class Turn:
 class Turns:
     """Turns of one conversation run one after another in message order; conversations in parallel."""
 
-    def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, pricing: Pricing,
+    def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, replies: Replies,
                  metrics: Metrics, budgets: Budgets) -> None:
         self.store = store
         self.hub = hub
         self.router = router
         self.settings = settings
-        self.pricing = pricing
+        self.replies = replies
         self.metrics = metrics
         self.budgets = budgets
         self.received = 0  # provider deltas received (read by the metrics at scrape time)
@@ -95,8 +95,6 @@ class Turns:
         self._queues: dict[int, list[tuple[int, int, Turn]]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._order = 0
-        self._unsaved: dict[int, FinalReply] = {}  # replies that ended while the database was down
-        self._saver: asyncio.Task[None] | None = None
 
     # -- starting, finding, cancelling ---------------------------------------
 
@@ -145,11 +143,7 @@ class Turns:
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        if self._saver is not None:
-            self._saver.cancel()
-            await asyncio.gather(self._saver, return_exceptions=True)
-        for message_id, final in self._unsaved.items():
-            log.error("reply %s (%d characters) could not be stored before shutdown", message_id, len(final.content))
+
 
     # -- running --------------------------------------------------------------
 
@@ -304,20 +298,7 @@ class Turns:
         frame = protocol.ai_delta(turn.room.id, turn.reply_id, turn.model, turn.index, text)
         turn.index += 1
         self._emit(turn, frame)
-        now = asyncio.get_running_loop().time()
-        if now - turn.checkpointed >= self.settings.reply_checkpoint_interval and turn.checkpoint is None:
-            turn.checkpointed = now
-            turn.checkpoint = asyncio.get_running_loop().create_task(self._checkpoint(turn))
-
-    async def _checkpoint(self, turn: Turn) -> None:
-        """Store the text so far in the background; a failure only means a crash would lose more."""
-        assert turn.message is not None
-        try:
-            await self.store.messages.checkpoint_reply(turn.message.id, "".join(turn.parts))
-        except Exception as e:
-            log.info("turn %s: checkpoint failed: %r", turn.reply_id, e)
-        finally:
-            turn.checkpoint = None
+        self.replies.maybe_checkpoint(turn)
 
     async def _finish(self, turn: Turn, outcome: Outcome) -> None:
         """Store the reply and end it for its subscribers. When it cannot be stored, it still
@@ -325,22 +306,12 @@ class Turns:
         status, code, error, end = outcome
         msg = turn.message
         assert msg is not None
-        text = "".join(turn.parts)
-        final = FinalReply(msg.id, text, status, turn.model, turn.tier, turn.fallback_from,
-                           turn.cancel_by if status == "cancelled" else None, *self._usage(turn, text, end))
-        try:
-            stored = await self.store.messages.finish_reply(final)
-        except Exception as e:
-            log.warning("turn %s: storing the reply failed (%r); retrying in the background", turn.reply_id, e)
-            final = final._replace(status="error")
-            self._unsaved[msg.id] = final
-            if self._saver is None or self._saver.done():
-                self._saver = asyncio.get_running_loop().create_task(self._save_later(), name="turns-saver")
-            stored = replace(msg, content=final.content, status=final.status, model_used=final.model_used,
-                             tier=final.tier, fallback_from=final.fallback_from)
+        final = self.replies.final(turn, status, end)
+        stored, ok = await self.replies.store_final(msg, final)
+        if not ok:
             status, code = "error", "unavailable"
             error = "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"
-        self._count(turn, final)
+        self.replies.count(turn, final)
         if turn.reserved:
             try:
                 await self.budgets.settle(msg.id, final.cost_usd, turn.room.id, turn.requested_by, turn.room.owner_id)
@@ -355,55 +326,6 @@ class Turns:
         self._emit(turn, protocol.message(final_msg))
         if not turn.done.done():
             turn.done.set_result(final_msg)
-
-    def _count(self, turn: Turn, final: FinalReply) -> None:
-        m, model, clock = self.metrics, final.model_used, turn.clock
-        m.turns.labels(model, final.status).inc()
-        if final.prompt_tokens is not None:
-            m.tokens.labels(model, "prompt").inc(final.prompt_tokens)
-            m.tokens.labels(model, "completion").inc(final.completion_tokens or 0)
-        if final.cost_usd:
-            m.cost.labels(model).inc(float(final.cost_usd))
-        if final.ttft_ms is not None:
-            m.time_to_first_token.labels(model).observe(final.ttft_ms / 1000)
-        if clock.asked and clock.ended:
-            m.turn_seconds.labels(model).observe(clock.ended - clock.asked)
-
-    def _usage(self, turn: Turn, text: str, end: StreamEnd | None) -> tuple[Any, ...]:
-        """(prompt tokens, completion tokens, estimated, ttft ms, generation ms, cost) of a reply.
-        Without the provider's counts, tokens are estimated at four characters each."""
-        usage = end.usage if end is not None else None
-        clock = turn.clock
-        if not clock.asked:
-            return None, None, None, None, None, None  # no provider was asked (cancelled early, no model)
-        if usage is not None:
-            prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens, False
-        else:
-            prompt, completion, estimated = -(-turn.prompt_chars // 4), -(-len(text) // 4), True
-        ttft = (clock.first - clock.asked) * 1000 if clock.first else None
-        gen = (clock.ended - clock.first) * 1000 if clock.first and clock.ended else None
-        try:
-            backend, name = self.router.resolve(turn.model)
-        except ChatError:
-            cost = None
-        else:
-            cost = self.pricing.cost(backend.id, backend.kind, name, prompt, completion, node=backend.node is not None)
-        return prompt, completion, estimated, ttft, gen, cost
-
-    async def _save_later(self) -> None:
-        """Store the replies that ended while the database was down, as soon as it answers."""
-        wait = 0.5
-        while self._unsaved:
-            await asyncio.sleep(wait)
-            for message_id, final in list(self._unsaved.items()):
-                try:
-                    await self.store.messages.finish_reply(final)
-                except Exception as e:
-                    log.info("storing reply %s still failing: %r", message_id, e)
-                    wait = min(wait * 2, 10.0)
-                    break
-                del self._unsaved[message_id]
-                log.info("reply %s stored after the database came back", message_id)
 
     def _emit(self, turn: Turn, frame: dict[str, Any], seq: int | None = None) -> None:
         """Publish one of the turn's frames: its row by seq, the rest after that row, numbered."""

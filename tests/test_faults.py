@@ -7,6 +7,8 @@ is lost or stored twice."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -207,3 +209,35 @@ async def test_errors_from_an_unreachable_provider_name_no_address(database_url:
         assert end["code"] == "unavailable" and "could not connect" in end["message"]
         assert "127.0.0.1" not in end["message"] and str(port) not in end["message"]
         await sock.close()
+
+
+async def test_a_reply_whose_server_died_is_ended_by_a_survivor_within_three_heartbeats(
+        database_url: str, http: Any, tmp_path: Path) -> None:
+    from tests.test_runner import Proc
+
+    env = {"CHAT_ECHO_DELAY": "0.1", "CHAT_HEARTBEAT_INTERVAL": "0.3", "CHAT_REPLY_CHECKPOINT_INTERVAL": "0.2"}
+    doomed = Proc(tmp_path / "unused", tmp_path, env, args=("--database-url", database_url, "--log-level", "warning"))
+    try:
+        doomed.wait_for("Chat open at")
+        async with running_server(database_url, heartbeat_interval=0.3) as survivor:
+            on_doomed = Client(http, f"http://127.0.0.1:{doomed.port}", f"ws://127.0.0.1:{doomed.port}/ws")
+            u = await on_doomed.user()
+            conv = await u.conversation()
+            watcher = await Client(http, survivor.base_url, survivor.ws_url).ws(u.token)
+            await watcher.subscribe(conv["id"])
+            sock = await on_doomed.ws(u.token)
+            await sock.subscribe(conv["id"])
+            words = " ".join(f"w{i}" for i in range(100))
+            await u.send(conv["id"], words)
+            await sock.until("ai.delta", timeout=10)
+            await asyncio.sleep(0.6)  # past a checkpoint or two
+            os.kill(doomed.popen.pid, signal.SIGKILL)
+            started = time.monotonic()
+            done = await watcher.until("ai.done", timeout=10)
+            assert time.monotonic() - started < 3 * 0.3 + 2  # three heartbeats, and the survivor's next round
+            reply = done["message"]
+            assert reply["status"] == "interrupted" and reply["content"] and words.startswith(reply["content"])
+            await watcher.close()
+    finally:
+        if doomed.popen.poll() is None:
+            doomed.popen.kill()
