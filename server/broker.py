@@ -7,33 +7,45 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
 
 from .events import Event
 
 log = logging.getLogger("chat.broker")
 
 Deliver = Callable[[int, Event], None]
+# (topic, payload) -> an answer, or None when this process has nothing to say (another may)
+Answer = Callable[[str, dict[str, Any]], Awaitable["dict[str, Any] | None"]]
 _STAMP = struct.Struct("!d")  # the publish time (wall clock, seconds) after the origin on the Redis wire
 
 
 class Broker(Protocol):
-    """publish() never awaits; deliver() is called for every event of a subscribed channel."""
+    """publish() never awaits; deliver() is called for every event of a subscribed channel.
+    ask() puts a question to the other processes; the first that answers wins."""
+
+    on_ask: Answer | None
 
     async def start(self, deliver: Deliver) -> None: ...
     def publish(self, cid: int, event: Event) -> None: ...
     async def subscribe(self, cid: int) -> None:
         """Returns once events published from now on will be delivered here."""
     def unsubscribe(self, cid: int) -> None: ...
+    async def ask(self, topic: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None: ...
     async def close(self) -> None: ...
 
 
 class LocalBroker:
-    """One process: publishing is delivering."""
+    """One process: publishing is delivering, and there is nobody else to ask."""
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
+        self.on_ask: Answer | None = None
+
+    async def ask(self, topic: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        return None
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -77,12 +89,17 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False  # Redis was unreachable at the last attempt
         self._on_lag = on_lag  # seconds from another process's publish to delivery here
+        self.on_ask: Answer | None = None
+        self._questions = prefix.split(":", 1)[0] + ":ask"  # "chat:ask": questions to every process
+        self._answers = prefix.split(":", 1)[0] + ":answer"
+        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         await self._redis.ping()
-        # A placeholder channel so the pub/sub connection exists before the first listener.
-        await self._pubsub.subscribe(self._prefix + "_")
+        # The question and answer channels; the pub/sub connection exists before the first listener.
+        await self._pubsub.subscribe(self._questions, self._answers)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._publisher()), loop.create_task(self._reader())]
 
@@ -153,6 +170,10 @@ class RedisBroker:
             data = msg["data"]
             if msg["type"] != "message" or self._deliver is None or data[:8] == self._origin:
                 continue
+            channel = msg["channel"].decode()
+            if channel in (self._questions, self._answers):
+                self._question_or_answer(channel, data[8:])
+                continue
             try:
                 self._deliver(int(msg["channel"][plen:]), Event.from_bytes(data[16:]))
                 if self._on_lag is not None:
@@ -160,13 +181,45 @@ class RedisBroker:
             except Exception:
                 log.exception("bad event from redis")
 
+    async def ask(self, topic: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """The first answer from another process, or None when none answers in time."""
+        qid = secrets.token_hex(8)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked[qid] = fut
+        try:
+            await self._redis.publish(self._questions, self._origin + orjson.dumps(
+                {"id": qid, "topic": topic, "payload": payload}))
+            return await asyncio.wait_for(fut, timeout)
+        except Exception:  # no answer in time, or Redis is down: nobody else can answer
+            return None
+        finally:
+            self._asked.pop(qid, None)
+
+    def _question_or_answer(self, channel: str, data: bytes) -> None:
+        body = orjson.loads(data)
+        if channel == self._answers:
+            fut = self._asked.get(body["id"])
+            if fut is not None and not fut.done():
+                fut.set_result(body["answer"])
+        elif self.on_ask is not None:
+            task = asyncio.get_running_loop().create_task(self._answer(body))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, question: dict[str, Any]) -> None:
+        assert self.on_ask is not None
+        answer = await self.on_ask(question["topic"], question["payload"])
+        if answer is not None:
+            await self._redis.publish(self._answers, self._origin + orjson.dumps({"id": question["id"],
+                                                                                  "answer": answer}))
+
     async def _reconnect(self) -> None:
         """Listen again to every conversation this process has subscribers for."""
         await self._redis.ping()
-        channels = [self._prefix + "_", *(f"{self._prefix}{cid}" for cid in self._wanted)]
+        channels = [self._questions, self._answers, *(f"{self._prefix}{cid}" for cid in self._wanted)]
         await self._pubsub.subscribe(*channels)
         self._down = False
-        log.warning("redis is back: listening to %d conversations again", len(channels) - 1)
+        log.warning("redis is back: listening to %d conversations again", len(channels) - 2)
 
     async def close(self) -> None:
         for t in self._tasks:

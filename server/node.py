@@ -21,7 +21,7 @@ from .auth import Auth, token_hash
 from .budgets import Budgets
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
-from .errors import Forbidden, Invalid, NotFound, RateLimited, Unauthorized
+from .errors import ChatError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from .events import Event
 from .hub import Hub
 from .inputs import (
@@ -46,6 +46,7 @@ from .writer import MessageWriter
 log = logging.getLogger("chat.node")
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+CANCEL_WAIT = 1.0  # how long a cancel waits for the process running the reply to answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Node:
         self._checker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self.hub.broker.on_ask = self.answer
         self._checker = asyncio.get_running_loop().create_task(self._check_tokens_forever(), name="token-checks")
 
     async def close(self) -> None:
@@ -177,7 +179,25 @@ class Node:
         return await self.store.messages.page(cid, after=after, before=before, limit=limit)
 
     async def cancel(self, user: User, reply_id: str) -> None:
-        await self.turns.cancel(reply_id, user)
+        """Stop a reply, on whichever server process runs it."""
+        if self.turns.by_reply.get(reply_id) is not None:
+            await self.turns.cancel(reply_id, user)
+            return
+        answer = await self.hub.broker.ask("cancel", {"reply_id": reply_id, "user": user.wire()}, CANCEL_WAIT)
+        if answer is None or answer.get("code") == "not_found":
+            raise NotFound(f"no running reply {reply_id!r}")
+        if answer.get("code") == "forbidden":
+            raise Forbidden(answer.get("message") or "only the message's author or the conversation owner may cancel")
+
+    async def answer(self, topic: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Another process's question: a cancel for a reply running here (else no answer)."""
+        if topic != "cancel" or payload.get("reply_id") not in self.turns.by_reply:
+            return None
+        try:
+            await self.turns.cancel(payload["reply_id"], User(**payload["user"]))
+        except ChatError as e:
+            return {"code": e.code, "message": e.message}
+        return {"ok": True}
 
     # -- live -------------------------------------------------------------------
 

@@ -159,3 +159,31 @@ async def test_while_redis_is_down_each_server_serves_its_own_and_all_catch_up_w
         assert sub["recovered"] is True and seqs == list(range(1, sub["last_seq"] + 1)) and last in seqs
         for sock in (on_a, on_b, fresh):
             await sock.close()
+
+
+async def test_ai_cancel_reaches_the_process_running_the_reply(
+        database_url: str, http: Any, private_redis: PrivateRedis) -> None:
+    url = private_redis.url
+    async with running_server(database_url, redis_url=url, node_id="cancel-a", echo_delay=0.05) as a, \
+            running_server(database_url, redis_url=url, node_id="cancel-b") as b:
+        ca, cb = Client(http, a.base_url, a.ws_url), Client(http, b.base_url, b.ws_url)
+        owner, member, stranger = await ca.user(), await ca.user(), await ca.user()
+        conv = await owner.conversation(mode="group", participant_usernames=[member.username])
+        cid = conv["id"]
+        words = " ".join(f"w{i}" for i in range(200))
+        r = await ca.call("POST", f"/conversations/{cid}/messages", owner.token, {"content": words})
+        reply_id = r.body["ai"]["reply_id"]  # its turn runs on server A
+        on_b = await cb.ws(owner.token)
+        await on_b.subscribe(cid)
+        await on_b.until("ai.delta")
+        for who, code in ((stranger, "not_found"), (member, "forbidden")):
+            sock = await cb.ws(who.token)
+            await sock.send({"type": "ai.cancel", "reply_id": reply_id, "ref": "x"})
+            assert (await sock.until("error", ref="x"))["code"] == code
+            await sock.close()
+        await on_b.send({"type": "ai.cancel", "reply_id": reply_id, "ref": "stop"})  # asked on B
+        assert (await on_b.until("ack", ref="stop"))["reply_id"] == reply_id
+        done = await on_b.until("ai.done", timeout=5)
+        assert done["message"]["status"] == "cancelled" and done["message"]["cancelled_by"]["id"] == owner.id
+        assert len(done["message"]["content"]) < len(words)
+        await on_b.close()
