@@ -27,13 +27,15 @@ class Broker(Protocol):
     ask() puts a question to the other processes; the first that answers wins."""
 
     on_ask: Answer | None
+    shared: bool  # other processes may hold state this one lacks (True for Redis)
 
     async def start(self, deliver: Deliver) -> None: ...
     def publish(self, cid: int, event: Event) -> None: ...
     async def subscribe(self, cid: int) -> None:
         """Returns once events published from now on will be delivered here."""
     def unsubscribe(self, cid: int) -> None: ...
-    async def ask(self, topic: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None: ...
+    async def ask(self, topic: str, payload: dict[str, Any], timeout: float,
+                  want: int = 1) -> list[dict[str, Any]]: ...
     async def close(self) -> None: ...
 
 
@@ -43,9 +45,11 @@ class LocalBroker:
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
         self.on_ask: Answer | None = None
+        self.shared = False
 
-    async def ask(self, topic: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        return None
+    async def ask(self, topic: str, payload: dict[str, Any], timeout: float,
+                  want: int = 1) -> list[dict[str, Any]]:
+        return []
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -90,9 +94,10 @@ class RedisBroker:
         self._down = False  # Redis was unreachable at the last attempt
         self._on_lag = on_lag  # seconds from another process's publish to delivery here
         self.on_ask: Answer | None = None
+        self.shared = True
         self._questions = prefix.split(":", 1)[0] + ":ask"  # "chat:ask": questions to every process
         self._answers = prefix.split(":", 1)[0] + ":answer"
-        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._asked: dict[str, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
         self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self, deliver: Deliver) -> None:
@@ -181,26 +186,32 @@ class RedisBroker:
             except Exception:
                 log.exception("bad event from redis")
 
-    async def ask(self, topic: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        """The first answer from another process, or None when none answers in time."""
+    async def ask(self, topic: str, payload: dict[str, Any], timeout: float,
+                  want: int = 1) -> list[dict[str, Any]]:
+        """Answers from other processes: once `want` of them came, or whatever came in time."""
         qid = secrets.token_hex(8)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._asked[qid] = fut
+        answers: list[dict[str, Any]] = []
+        enough: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._asked[qid] = (answers, want, enough)
         try:
             await self._redis.publish(self._questions, self._origin + orjson.dumps(
                 {"id": qid, "topic": topic, "payload": payload}))
-            return await asyncio.wait_for(fut, timeout)
-        except Exception:  # no answer in time, or Redis is down: nobody else can answer
-            return None
+            await asyncio.wait_for(enough, timeout)
+        except Exception:  # not all in time, or Redis is down: what came is all there is
+            pass
         finally:
             self._asked.pop(qid, None)
+        return answers
 
     def _question_or_answer(self, channel: str, data: bytes) -> None:
         body = orjson.loads(data)
         if channel == self._answers:
-            fut = self._asked.get(body["id"])
-            if fut is not None and not fut.done():
-                fut.set_result(body["answer"])
+            asked = self._asked.get(body["id"])
+            if asked is not None:
+                answers, want, enough = asked
+                answers.append(body["answer"])
+                if len(answers) >= want and not enough.done():
+                    enough.set_result(None)
         elif self.on_ask is not None:
             task = asyncio.get_running_loop().create_task(self._answer(body))
             self._answering.add(task)

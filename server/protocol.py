@@ -220,6 +220,10 @@ class Live:
         return {"reply_id": self.reply_id, "model": self.model, "text": self.text,
                 "message_id": self.message_id, "seq": self.seq, "tier": self.tier}
 
+    def wire_with_step(self) -> dict[str, Any]:
+        """Between server processes: the snapshot and the step it covers."""
+        return {**self.wire(), "step": self.step}
+
 
 def subscribed(cid: int, ref: Any, last_seq: int, recovered: bool, present: list[User],
                streaming: list[Live]) -> dict[str, Any]:

@@ -187,3 +187,29 @@ async def test_ai_cancel_reaches_the_process_running_the_reply(
         assert done["message"]["status"] == "cancelled" and done["message"]["cancelled_by"]["id"] == owner.id
         assert len(done["message"]["content"]) < len(words)
         await on_b.close()
+
+
+async def test_a_late_subscriber_on_another_process_gets_the_text_so_far_and_then_exactly_the_rest(
+        database_url: str, http: Any, private_redis: PrivateRedis) -> None:
+    url = private_redis.url
+    async with running_server(database_url, redis_url=url, node_id="snap-a", echo_delay=0.03) as a, \
+            running_server(database_url, redis_url=url, node_id="snap-b") as b:
+        ca, cb = Client(http, a.base_url, a.ws_url), Client(http, b.base_url, b.ws_url)
+        u = await ca.user()
+        conv = await u.conversation()
+        on_a = await u.ws()
+        await on_a.subscribe(conv["id"])
+        words = " ".join(f"w{i}" for i in range(120))
+        r = await u.send(conv["id"], words)  # its turn runs on A
+        for _ in range(10):
+            await on_a.until("ai.delta")
+        late = await cb.ws(u.token)
+        _, sub = await late.subscribe(conv["id"])
+        live = [s for s in sub["streaming"] if s["reply_id"] == r.body["ai"]["reply_id"]]
+        assert len(live) == 1 and live[0]["text"] and live[0]["model"] == "echo:echo"
+        frames = await late.collect({"ai.delta", "ai.done"}, lambda f: f["type"] == "ai.done", timeout=10)
+        final = frames[-1]["message"]["content"]
+        assert live[0]["text"] + "".join(f["text"] for f in frames if f["type"] == "ai.delta") == final
+        assert final.endswith(words)
+        for sock in (on_a, late):
+            await sock.close()
