@@ -32,6 +32,7 @@ from .hub import Hub
 from .metrics import Metrics, gauge_from
 from .node import Node
 from .nodes import Nodes
+from .periodic import Periodic
 from .pricing import Pricing
 from .replies import Replies
 from .routing import Router
@@ -124,7 +125,7 @@ def create_app(settings: Settings) -> FrontDoor:
         replies = Replies(store, hub, router, pricing, metrics, settings)
         turns = Turns(store, hub, router, settings, replies, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
-        stats = ModelStats(store, settings.node_check_interval)
+        stats = ModelStats(store)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
                     Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
                     budgets)
@@ -138,21 +139,24 @@ def create_app(settings: Settings) -> FrontDoor:
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
         await budgets.refresh()
-        budgets.start()
-        replies.start()
-        nodes.start()
-        stats.start()
-        node.start()
+        background = [
+            Periodic("node checks", settings.node_check_interval, nodes.check_round),
+            Periodic("model stats", settings.node_check_interval, stats.refresh),
+            Periodic("budget sweep", settings.budget_refresh_interval, budgets.sweep),
+            Periodic("heartbeat", settings.heartbeat_interval, replies.heartbeat),
+            Periodic("token checks", settings.ws_token_check_interval, node.check_tokens,
+                     delay=settings.ws_token_check_interval),
+        ]
+        for job in background:
+            job.start()
         try:
             yield {"node": node}
         finally:
             endpoint.close_all()
-            await node.close()
-            await stats.close()
-            await budgets.close()
+            for job in background:
+                await job.close()
             await turns.close()
             await replies.close()
-            await nodes.close()
             await hub.close()
             await session.close()
             await store.close()

@@ -8,7 +8,6 @@ pays no database round trip for this."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from decimal import Decimal
 
@@ -53,7 +52,6 @@ class Budgets:
         self.metrics = metrics
         self.settings = settings
         self._subjects: set[tuple[str, int]] = set()  # (scope, id) with a budget
-        self._task: asyncio.Task[None] | None = None
 
     def applies(self, user_id: int, conversation_id: int) -> bool:
         return ("user", user_id) in self._subjects or ("conversation", conversation_id) in self._subjects
@@ -98,19 +96,7 @@ class Budgets:
     async def refresh(self) -> None:
         self._subjects = await self.store.budgets.subjects()
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="budgets")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-                await self.store.budgets.release_ended()
-            except Exception as e:
-                log.warning("refreshing budgets failed: %r", e)
-            await asyncio.sleep(self.settings.budget_refresh_interval)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def sweep(self) -> None:
+        """Pick up budgets set elsewhere; settle reservations their server left behind."""
+        await self.refresh()
+        await self.store.budgets.release_ended()

@@ -6,7 +6,6 @@ the collaborators the lifespan builds and hands in."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
@@ -87,24 +86,7 @@ class Node:
         self.metrics = metrics
         self.budgets = budgets
         self.writer = MessageWriter(store.messages)
-        self._checker: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.hub.broker.on_ask = self.answer
-        self._checker = asyncio.get_running_loop().create_task(self._check_tokens_forever(), name="token-checks")
-
-    async def close(self) -> None:
-        if self._checker is not None:
-            self._checker.cancel()
-            await asyncio.gather(self._checker, return_exceptions=True)
-
-    async def _check_tokens_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ws_token_check_interval)
-            try:
-                await self.check_tokens()
-            except Exception as e:  # the database may be down: the next round tries again
-                log.warning("checking open sockets' tokens failed: %r", e)
+        hub.broker.on_ask = self.answer  # questions from other server processes
 
     # -- accounts ---------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -32,7 +31,6 @@ class Nodes:
         self.timeouts = Timeouts(connect=settings.provider_timeout_connect,
                                  first_token=settings.provider_timeout_first_token,
                                  idle=settings.provider_timeout_idle, total=settings.provider_timeout_total)
-        self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         """Configured providers (the built-in echo unless configured otherwise), then stored nodes."""
@@ -54,17 +52,12 @@ class Nodes:
         return factory.registered_node(node.id, node.name, node.kind, self.session, base_url=node.base_url,
                                        api_key=node.api_key, timeouts=self.timeouts)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._checks(), name="node-checks")
-
-    async def _checks(self) -> None:
-        while True:
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("reading AI nodes failed")
+    async def check_round(self) -> None:
+        """Pick up nodes registered elsewhere, then check every backend (run periodically)."""
+        try:
+            await self.sync()
+        finally:
             await self.registry.check_all()
-            await asyncio.sleep(self.settings.node_check_interval)
 
     async def sync(self) -> None:
         """Pick up nodes other servers registered or removed."""
@@ -75,11 +68,6 @@ class Nodes:
         for bid, node in stored.items():
             if self.registry.get(bid) is None:
                 self.registry.add(self._registered(node))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def list(self, user: User) -> list[dict[str, Any]]:
         return [self._wire(node, user.is_admin) for node in await self.store.nodes()]

@@ -41,7 +41,6 @@ class Replies:
         self.settings = settings
         self._unsaved: dict[int, FinalReply] = {}  # replies that ended while the database was down
         self._saver: asyncio.Task[None] | None = None
-        self._reaper: asyncio.Task[None] | None = None
 
     # -- while streaming --------------------------------------------------------
 
@@ -134,20 +133,12 @@ class Replies:
 
     # -- servers that died --------------------------------------------------------
 
-    def start(self) -> None:
-        self._reaper = asyncio.get_running_loop().create_task(self._heartbeats(), name="replies-reaper")
-
-    async def _heartbeats(self) -> None:
-        """Say this server is alive; end the replies of servers that stopped saying so."""
-        interval = self.settings.heartbeat_interval
-        while True:
-            try:
-                await self.store.messages.heartbeat(self.settings.node_id)
-                for orphan in await self.store.messages.interrupt_orphans(interval * 3):
-                    self._announce_interrupted(orphan)
-            except Exception as e:  # the database may be down: next round
-                log.info("heartbeat failed: %r", e)
-            await asyncio.sleep(interval)
+    async def heartbeat(self) -> None:
+        """Say this server is alive; end the replies of servers that stopped saying so (run
+        every heartbeat_interval)."""
+        await self.store.messages.heartbeat(self.settings.node_id)
+        for orphan in await self.store.messages.interrupt_orphans(self.settings.heartbeat_interval * 3):
+            self._announce_interrupted(orphan)
 
     def _announce_interrupted(self, reply: Message) -> None:
         """A reply whose server died ends for its subscribers, wherever they are."""
@@ -159,9 +150,8 @@ class Replies:
         self.hub.publish(cid, Event(protocol.encode(protocol.message(reply)), after=reply.seq))
 
     async def close(self) -> None:
-        for task in (self._reaper, self._saver):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._saver is not None:
+            self._saver.cancel()
+            await asyncio.gather(self._saver, return_exceptions=True)
         for message_id, final in self._unsaved.items():
             log.error("reply %s (%d characters) could not be stored before shutdown", message_id, len(final.content))

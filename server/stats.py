@@ -5,7 +5,6 @@ and read from the database again after a restart (nothing is lost with the proce
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -15,15 +14,13 @@ log = logging.getLogger("chat.stats")
 
 
 class ModelStats:
-    """`get(model id)` and `table()` from the last refresh; `refresh()` every `interval` seconds."""
+    """`get(model id)` and `table()` from the last `refresh()` (the lifespan runs it periodically)."""
 
-    def __init__(self, store: Store, interval: float, last_turns: int = 100, hours: float = 24.0) -> None:
+    def __init__(self, store: Store, last_turns: int = 100, hours: float = 24.0) -> None:
         self.store = store
-        self.interval = interval
         self.last_turns = last_turns
         self.hours = hours
         self._rows: dict[str, dict[str, Any]] = {}
-        self._task: asyncio.Task[None] | None = None
 
     def get(self, model_id: str) -> dict[str, Any] | None:
         return self._rows.get(model_id)
@@ -36,18 +33,3 @@ class ModelStats:
         rows = await self.store.usage.model_stats(self.last_turns, self.hours)
         self._rows = {r["model"]: r for r in rows}
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="model-stats")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception as e:  # the database may be down: the last figures stay
-                log.warning("refreshing model stats failed: %r", e)
-            await asyncio.sleep(self.interval)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
