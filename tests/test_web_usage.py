@@ -106,6 +106,8 @@ async def test_the_chart_draws_one_bar_per_day_and_model_for_cost_and_for_tokens
     alice = await web.person("alice", "Alice")
     conv = await alice.user.conversation(title="Charted")
     cid = conv["id"]
+    r = await alice.user.call("PUT", f"/conversations/{cid}/budget", {"period": "month", "limit_usd": 0.25})
+    assert r.status == 200
     web.openai.usage = (40_000, 8_000)
     await ask(alice.user, cid, "one", "openai:gpt-4o-mini")
     await ask(alice.user, cid, "two", "openai:gpt-4o")
@@ -133,6 +135,12 @@ async def test_the_chart_draws_one_bar_per_day_and_model_for_cost_and_for_tokens
     heights = [float(await bars.nth(i).get_attribute("height")) for i in range(3)]
     assert all(h > 0 for h in heights)
     await pane.locator(".metric button[data-metric=cost]").click()
+    # A shorter period re-asks the server and draws the same bars, wider.
+    await pane.locator(".ranges button[data-days='7']").click()
+    await pane.locator(".budget[data-scope=conversation][data-set=true]").wait_for()
+    await pane.locator(".ranges button[data-days='7'][aria-pressed=true]").wait_for()
+    assert await pane.locator("svg.usage-chart rect.bar").count() == 3
+    await alice.page.set_viewport_size({"width": 1280, "height": 1150})
     await alice.page.screenshot(path=shot_path("usage-view"))
     # Phone width, dark: nothing sticks out sideways.
     phone = await web.person("alice2", "Alice", viewport={"width": 390, "height": 844}, color_scheme="dark")
