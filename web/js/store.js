@@ -446,12 +446,15 @@ export class Store {
   /** Open (or switch) the usage view: scope "conversation" (cid), "me" or "all" (admins). */
   openUsage(scope, cid, days) {
     const prev = this.usage;
+    const same = prev && prev.scope === scope && prev.cid === (scope === "conversation" ? cid : null);
     this.usage = {
       req: (prev?.req || 0) + 1, scope, cid: scope === "conversation" ? cid : null, days,
       loading: true, error: null,
       // Keep what is shown while the same scope reloads; a different scope starts empty.
-      data: prev && prev.scope === scope && prev.cid === cid ? prev.data : null,
-      perDay: prev && prev.scope === scope && prev.cid === cid ? prev.perDay : null,
+      data: same ? prev.data : null,
+      perDay: same ? prev.perDay : null,
+      from: same ? prev.from : null,
+      to: same ? prev.to : null,
       stats: prev?.stats || null,
     };
     this.emit("usage");

@@ -28,6 +28,7 @@ export class UsageView {
     this.el.hidden = !u;
     document.body.classList.toggle("usage-open", !!u);
     if (!u) { replace(this.el); this.chartBox = null; return; }
+    this.el.setAttribute("aria-busy", String(!!u.loading));
     const { store } = this;
     const conv = u.cid ? store.conversations.get(u.cid) : null;
     const scopes = [];
