@@ -86,4 +86,29 @@ export class Api {
   }
 
   models() { return this.call("GET", "/ai/models"); }
+  aiStats() { return this.call("GET", "/ai/stats"); }
+
+  /** Usage of one conversation's replies: {total, by_model, by_day}. from/to: YYYY-MM-DD (UTC), `to` exclusive. */
+  conversationUsage(id, { from, to } = {}) {
+    return this.call("GET", `/conversations/${id}/usage?${range(from, to)}`);
+  }
+  /** The caller's usage; an admin may pass {all: true} or {userId}. */
+  usage({ from, to, all = false, userId } = {}) {
+    const q = range(from, to);
+    if (all) q.set("all", "true");
+    if (userId !== undefined) q.set("user_id", String(userId));
+    return this.call("GET", `/usage?${q}`);
+  }
+
+  budget() { return this.call("GET", "/budget"); }
+  conversationBudget(id) { return this.call("GET", `/conversations/${id}/budget`); }
+  setConversationBudget(id, body) { return this.call("PUT", `/conversations/${id}/budget`, body); }
+  deleteConversationBudget(id) { return this.call("DELETE", `/conversations/${id}/budget`); }
+}
+
+function range(from, to) {
+  const q = new URLSearchParams();
+  if (from) q.set("from", from);
+  if (to) q.set("to", to);
+  return q;
 }

@@ -11,8 +11,10 @@ import { Picker } from "./views/picker.js";
 import { RoomView } from "./views/room.js";
 import { SettingsPanel } from "./views/settings.js";
 import { Sidebar } from "./views/sidebar.js";
+import { UsageView } from "./views/usage.js";
 
 const LIST_REFRESH_MS = 15000;
+const DAY_MS = 86400000;
 
 const store = new Store();
 const api = new Api("");
@@ -44,6 +46,7 @@ const actions = {
   },
 
   openConversation(cid) {
+    store.closeUsage();
     store.setActive(cid);
     history.replaceState(null, "", cid ? `#/c/${cid}` : "#/");
     if (cid && !store.room(cid).loaded) loadLatest(cid);
@@ -159,6 +162,7 @@ const actions = {
 
   toggleSettings() {
     picker.close();
+    store.closeUsage();
     settings.toggle();
   },
 
@@ -171,7 +175,103 @@ const actions = {
   reconnectNow() {
     socket.now();
   },
+
+  // -- usage and budgets -----------------------------------------------------------------
+
+  /** Open the usage view for "conversation" (the open one), "me", or "all" (admins). */
+  openUsage(scope = "conversation", days) {
+    const cid = store.activeId;
+    if (scope === "conversation" && !cid) scope = "me";
+    if (scope === "all" && !store.me?.is_admin) scope = "me";
+    picker.close();
+    settings.close();
+    store.setNotice("budget", null);
+    store.setNotice("budget-ok", null);
+    store.openUsage(scope, cid, days || store.usage?.days || 30);
+    loadUsage();
+  },
+
+  closeUsage() {
+    store.closeUsage();
+  },
+
+  /** PUT /conversations/{id}/budget (the owner); a 403 or 422 shows inline in the usage view. */
+  async saveConversationBudget(cid, body) {
+    store.setNotice("budget", null);
+    store.setNotice("budget-ok", null);
+    try {
+      store.setBudget(`conv:${cid}`, await api.setConversationBudget(cid, body));
+      store.setNotice("budget-ok", "Budget saved.");
+      return true;
+    } catch (e) {
+      store.setNotice("budget", describe(e));
+      return false;
+    }
+  },
+
+  async removeConversationBudget(cid) {
+    store.setNotice("budget", null);
+    store.setNotice("budget-ok", null);
+    try {
+      await api.deleteConversationBudget(cid);
+      store.setBudget(`conv:${cid}`, null);
+      store.setNotice("budget-ok", "Budget removed.");
+    } catch (e) {
+      store.setNotice("budget", describe(e));
+    }
+  },
+
+  dismissWarning(key) {
+    store.dismissWarning(key);
+  },
 };
+
+/** The usage view's data: totals by model and day, a per-day split by model for the chart,
+ * model stats and the budgets that apply. Days are UTC, as the server sums them. */
+async function loadUsage() {
+  const u = store.usage;
+  if (!u) return;
+  const { req, scope, cid } = u;
+  const today = new Date(new Date().toISOString().slice(0, 10) + "T00:00:00Z").getTime();
+  const from = isoDay(today - (u.days - 1) * DAY_MS);
+  const to = isoDay(today + DAY_MS);
+  const fetchUsage = (range) => (scope === "conversation" ? api.conversationUsage(cid, range) : api.usage({ ...range, all: scope === "all" }));
+  try {
+    const [data, stats, mine, conv] = await Promise.all([
+      fetchUsage({ from, to }),
+      api.aiStats().catch(() => null),
+      api.budget().catch(() => null),
+      scope === "conversation" ? api.conversationBudget(cid).catch(() => null) : null,
+    ]);
+    // by_day is not split by model: with several models, each active day is asked for separately
+    // (small, indexed queries, in parallel); with one model, by_day already is its series.
+    let perDay;
+    if (data.by_model.length > 1) {
+      perDay = await Promise.all(data.by_day.map(async (d) => [d.day, (await fetchUsage({ from: d.day, to: isoDay(Date.parse(d.day) + DAY_MS) })).by_model]));
+    } else {
+      const model = data.by_model[0]?.model;
+      perDay = data.by_day.map((d) => [d.day, model === undefined ? [] : [{ ...d, model }]]);
+    }
+    if (mine) store.setBudget("user", mine.budget);
+    if (conv) store.setBudget(`conv:${cid}`, conv.budget);
+    store.setUsage(req, { loading: false, error: null, data, perDay, from, to, stats: stats?.models ?? u.stats });
+  } catch (e) {
+    store.setUsage(req, { loading: false, error: describe(e) });
+  }
+}
+
+function isoDay(ms) {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+let usageTimer = null;
+/** A reply that ended where the usage view is looking: refresh it (at most once a second). */
+store.on("ended", (cid) => {
+  const u = store.usage;
+  if (!u || (u.scope === "conversation" && u.cid !== cid)) return;
+  clearTimeout(usageTimer);
+  usageTimer = setTimeout(() => store.usage && store.usage.req === u.req && loadUsage(), 1000);
+});
 
 async function loadLatest(cid) {
   try {
@@ -211,8 +311,9 @@ const auth = new AuthView(store, actions);
 const sidebar = new Sidebar(store, actions);
 const room = new RoomView(store, actions, picker);
 const settings = new SettingsPanel(store, actions, picker);
+const usage = new UsageView(store, actions);
 const banner = new ConnectionBanner(store, actions);
-const shell = h("div.shell", { hidden: true }, sidebar.el, room.el, settings.el);
+const shell = h("div.shell", { hidden: true }, sidebar.el, room.el, usage.el, settings.el);
 document.getElementById("app").replaceChildren(auth.el, shell, banner.el, picker.el);
 
 function showAuth() {
@@ -232,7 +333,7 @@ socket.onUnauthorized = () => actions.logout();
 
 document.addEventListener("keydown", (e) => {
   if (e.key !== "Escape") return;
-  if (picker.isOpen) { picker.close(); e.preventDefault(); } else if (settings.isOpen) { settings.close(); e.preventDefault(); }
+  if (picker.isOpen) { picker.close(); e.preventDefault(); } else if (settings.isOpen) { settings.close(); e.preventDefault(); } else if (store.usage) { store.closeUsage(); e.preventDefault(); }
 });
 window.addEventListener("online", () => socket.now());
 window.addEventListener("focus", () => { refreshConversations(); room.seen(); });

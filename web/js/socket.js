@@ -217,6 +217,9 @@ export class Socket {
       case "conversation.updated":
         this.updated(f.conversation);
         break;
+      case "budget.warning":
+        s.budgetWarning(f);
+        break;
       case "pong":
         clearTimeout(this.pongTimer);
         break;

@@ -23,6 +23,9 @@ export class Store {
     this.outbox = new Map(); // client_id -> {cid, content, model, tries}
     this.bumps = 0; // live activity moves a conversation to the top
     this.bumped = new Map(); // cid -> highest seq that bumped it
+    this.usage = null; // the open usage view: {req, scope, cid, days, loading, error, data, perDay, stats}
+    this.budgets = new Map(); // "user" | "conv:<cid>" -> budget object or null (none set)
+    this.warnings = new Map(); // key -> budget.warning frame, until dismissed
   }
 
   // -- subscriptions --------------------------------------------------------------
@@ -330,6 +333,7 @@ export class Store {
       this.endReply(f.reply_id);
     }
     this.emit("live", cid);
+    this.emit("ended", cid);
   }
 
   endReply(replyId) {
@@ -435,6 +439,64 @@ export class Store {
   setRoute(model) {
     this.route = model || null;
     this.emit("route");
+  }
+
+  // -- usage and budgets ------------------------------------------------------------------
+
+  /** Open (or switch) the usage view: scope "conversation" (cid), "me" or "all" (admins). */
+  openUsage(scope, cid, days) {
+    const prev = this.usage;
+    const same = prev && prev.scope === scope && prev.cid === (scope === "conversation" ? cid : null);
+    this.usage = {
+      req: (prev?.req || 0) + 1, scope, cid: scope === "conversation" ? cid : null, days,
+      loading: true, error: null,
+      // Keep what is shown while the same scope reloads; a different scope starts empty.
+      data: same ? prev.data : null,
+      perDay: same ? prev.perDay : null,
+      from: same ? prev.from : null,
+      to: same ? prev.to : null,
+      stats: prev?.stats || null,
+    };
+    this.emit("usage");
+    return this.usage.req;
+  }
+
+  /** A usage answer for request `req`; an answer for a scope no longer shown is dropped. */
+  setUsage(req, fields) {
+    if (!this.usage || this.usage.req !== req) return;
+    Object.assign(this.usage, fields);
+    this.emit("usage");
+  }
+
+  closeUsage() {
+    if (!this.usage) return;
+    this.usage = null;
+    this.emit("usage");
+  }
+
+  setBudget(key, budget) {
+    this.budgets.set(key, budget || null);
+    this.emit("budget", key);
+  }
+
+  /** budget.warning: kept (once per budget and period) until dismissed; the budget is updated. */
+  budgetWarning(f) {
+    const b = f.budget || {};
+    const key = `${b.scope}:${b.scope === "user" ? b.user_id : b.conversation_id}:${b.resets_at}`;
+    if (b.scope === "user") this.setBudget("user", b);
+    else if (b.scope === "conversation") this.setBudget(`conv:${b.conversation_id}`, b);
+    this.warnings.set(key, { ...f, key });
+    this.emit("warnings");
+  }
+
+  dismissWarning(key) {
+    this.warnings.delete(key);
+    this.emit("warnings");
+  }
+
+  /** Warnings that concern a conversation: its own budget's, and the user's (shown everywhere). */
+  warningsFor(cid) {
+    return [...this.warnings.values()].filter((w) => w.budget?.scope === "user" || w.conversation_id === cid);
   }
 
   // -- drafts -----------------------------------------------------------------------------

@@ -90,3 +90,42 @@ export function modelName(id, store) {
 }
 
 export const TIER_LABEL = { message: "this message", conversation: "room default", system: "server default" };
+
+/** Dollars, short: "$0", "$0.0012", "$0.123", "$12.34"; null (no known price) is "—". */
+export function usd(v) {
+  if (v === null || v === undefined) return "—";
+  if (v === 0) return "$0";
+  const a = Math.abs(v);
+  if (a < 0.01) return "$" + Number(v.toPrecision(2)).toString();
+  if (a < 1) return "$" + v.toFixed(3).replace(/0$/, "");
+  return "$" + v.toFixed(2);
+}
+
+/** 340 -> "340", 12_345 -> "12.3k", 2_500_000 -> "2.5M" */
+export function count(n) {
+  if (n === null || n === undefined) return "—";
+  if (n < 1000) return String(Math.round(n));
+  if (n < 1e6) return (n / 1e3).toFixed(n < 1e4 ? 2 : 1).replace(/\.?0+$/, "") + "k";
+  return (n / 1e6).toFixed(n < 1e7 ? 2 : 1).replace(/\.?0+$/, "") + "M";
+}
+
+/** 1234 (ms) -> "1.2 s", 340 -> "340 ms" */
+export function duration(ms) {
+  if (ms === null || ms === undefined) return "—";
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
+}
+
+/** A model's expected speed from its `stats`: "~1.2 s to first token · 45 tok/s", or null. */
+export function speedText(stats) {
+  if (!stats || !stats.turns) return null;
+  const parts = [];
+  if (stats.ttft_p50_ms != null) parts.push(`~${duration(stats.ttft_p50_ms)} to first token`);
+  if (stats.tokens_per_second != null) parts.push(`${Math.round(stats.tokens_per_second)} tok/s`);
+  return parts.length ? parts.join(" · ") : null;
+}
+
+/** A reset time a person reads: "Dec 2, 01:00" in their own time zone. */
+export function when(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}

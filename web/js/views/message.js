@@ -2,7 +2,7 @@
 // its text lives in one Text node that deltas are appended to (no re-render per token).
 
 import { renderMarkdown } from "../markdown.js";
-import { avatar, clock, displayName, h, modelName, replace, TIER_LABEL } from "./dom.js";
+import { avatar, clock, count, displayName, duration, h, modelName, replace, TIER_LABEL, usd, when } from "./dom.js";
 
 const STATUS_LABEL = { cancelled: "Cancelled", error: "Error", interrupted: "Interrupted", streaming: "Streaming" };
 
@@ -41,7 +41,11 @@ export function fillRow(li, msg, ctx) {
     body.append(renderMarkdown(msg.content || ""));
   }
   const extra = [];
-  if (ai && msg.status === "error") {
+  if (ai && msg.status === "error" && msg.error?.code === "budget_exceeded") {
+    // Refused before any model was asked: say so, in the server's words, with a local reset time.
+    extra.push(h("div.error-note.budget-note", { role: "note" },
+      h("strong", "Not sent to the AI: "), budgetReason(msg.error.message)));
+  } else if (ai && msg.status === "error") {
     extra.push(h("div.error-note", msg.error?.message ? `The model failed: ${msg.error.message}` : "The model failed before finishing this reply."));
   }
   if (msg.pending && msg.error) {
@@ -64,10 +68,38 @@ function aiChips(msg, store) {
   } else if (status) {
     let label = STATUS_LABEL[status] || status;
     if (status === "cancelled") label = cancelledLabel(msg, store);
-    if (status === "error" && msg.error?.code) label = `Error (${msg.error.code})`;
+    if (status === "error" && msg.error?.code) label = msg.error.code === "budget_exceeded" ? "Budget reached" : `Error (${msg.error.code})`;
     chips.push(h("span.status", { class: status }, label));
   }
+  const hint = usageHint(msg);
+  if (hint) chips.push(hint);
   return chips;
+}
+
+/** A finished reply's cost and tokens, quietly: "$0.0012 · 340 tok" ("est." when counted by
+ * the server, not reported by the provider); speed and the split in the tooltip. */
+function usageHint(msg) {
+  const u = msg.usage;
+  if (!u || msg.status === "streaming") return null;
+  const tokens = (u.prompt_tokens || 0) + (u.completion_tokens || 0);
+  if (!tokens && u.cost_usd == null) return null;
+  const text = [u.cost_usd ? usd(u.cost_usd) : null, `${count(tokens)} tok`].filter(Boolean).join(" · ") + (u.estimated ? " est." : "");
+  const tip = [
+    `${u.prompt_tokens} prompt + ${u.completion_tokens} completion tokens${u.estimated ? " (estimated: the provider did not report them)" : ""}`,
+    u.cost_usd == null ? "cost unknown (no price for this model)" : `cost ${u.cost_usd === 0 ? "$0" : "$" + u.cost_usd.toFixed(6).replace(/0+$/, "")}`,
+    u.ttft_ms != null ? `first token after ${duration(u.ttft_ms)}` : null,
+    u.tokens_per_second != null ? `${Math.round(u.tokens_per_second)} tok/s` : null,
+  ].filter(Boolean).join("\n");
+  return h("span.usage-hint", {
+    title: tip, "aria-label": tip.replaceAll("\n", "; "),
+    dataset: { usd: u.cost_usd ?? "", tokens, estimated: String(!!u.estimated) },
+  }, text);
+}
+
+/** "your monthly AI budget ... resets at 2026-12-01T00:00:00.000Z" -> "Your monthly ... resets Dec 1, 01:00." */
+function budgetReason(message) {
+  const text = (message || "an AI budget is spent").replace(/resets at (\d{4}-\d\d-\d\dT[\d:.]+Z)/, (_, iso) => `resets ${when(iso)}`);
+  return text[0].toUpperCase() + text.slice(1) + (/[.!]$/.test(text) ? "" : ".");
 }
 
 /** Who stopped a reply, from the stored `cancelled_by` (so everyone, and history, sees it). */

@@ -2,7 +2,7 @@
 // unavailable models shown but disabled with the reason; searchable. One instance,
 // opened by the header's model button, the Route button and the settings panel.
 
-import { h, replace, TIER_LABEL } from "./dom.js";
+import { h, replace, speedText, TIER_LABEL } from "./dom.js";
 
 export class Picker {
   constructor(store) {
@@ -116,7 +116,10 @@ export class Picker {
             title: reason || m.id,
             onclick: () => { if (!o.readonly) { o.onPick(m.id); this.close(); } },
           },
-          h("span.model-name", m.name),
+          h("span.model-main", h("span.model-name", m.name),
+            speedText(m.stats) ? h("span.model-speed.muted.small", {
+              title: `over its last ${m.stats.turns} ${m.stats.turns === 1 ? "reply" : "replies"}: p95 first token ${Math.round(m.stats.ttft_p95_ms ?? 0)} ms, ${Math.round(m.stats.error_rate * 100)}% errors`,
+            }, speedText(m.stats)) : null),
           isDefault ? h("span.tag", "server default") : null,
           reason ? h("span.reason", reason) : h("span.model-id.muted.small", m.id),
           selected ? h("span.tick", "✓") : null);

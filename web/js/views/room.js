@@ -1,7 +1,7 @@
 // The open conversation: header (title, presence, model, settings), the message list,
 // the live status line, and the composer with Route and Send/Stop.
 
-import { avatar, displayName, h, modelName, replace, TIER_LABEL } from "./dom.js";
+import { avatar, displayName, h, modelName, replace, speedText, TIER_LABEL, when } from "./dom.js";
 import { fillRow, groupRow, messageRow } from "./message.js";
 
 const TYPING_EVERY_MS = 2500;
@@ -27,6 +27,7 @@ export class RoomView {
     store.on("route", () => this.cid && (this.renderRoute(), this.renderHeader()));
     store.on("history", (cid) => cid === this.cid && this.renderHistory());
     store.on("notice", (key) => key === "composer" && this.renderNotice());
+    store.on("warnings", () => this.cid && this.renderWarnings());
     setInterval(() => this.cid && this.renderTyping(), 1000);
   }
 
@@ -41,10 +42,14 @@ export class RoomView {
     this.settingsBtn = h("button.icon-button", {
       type: "button", title: "Room settings", "aria-label": "Room settings", onclick: () => a.toggleSettings(),
     }, gear());
+    this.usageBtn = h("button.icon-button.usage-button", {
+      type: "button", title: "Usage and cost", "aria-label": "Usage and cost", onclick: () => a.openUsage("conversation"),
+    }, barsIcon());
     this.header = h("header.room-header",
       h("button.icon-button.back", { type: "button", "aria-label": "Back to conversations", onclick: () => a.openConversation(null) }, "‹"),
       h("div.room-heading", this.title, this.subtitle),
-      this.modelBtn, this.settingsBtn);
+      this.modelBtn, this.usageBtn, this.settingsBtn);
+    this.warnings = h("div.budget-warnings", { role: "status", "aria-live": "polite" });
 
     this.list = h("ol.messages", { "aria-live": "off" });
     this.pendingList = h("ol.messages.pending-list");
@@ -76,7 +81,7 @@ export class RoomView {
       h("div.composer-row", this.routeBtn, this.input, this.sendBtn));
 
     this.main = h("section.room", { hidden: true },
-      this.header, h("div.scroll-wrap", this.scroller, this.pill), this.status, this.composer);
+      this.header, this.warnings, h("div.scroll-wrap", this.scroller, this.pill), this.status, this.composer);
     this.placeholder = h("section.room-placeholder",
       h("div.placeholder-card",
         h("div.logo-big", "✳"),
@@ -113,6 +118,7 @@ export class RoomView {
     this.renderRoute();
     this.renderHistory();
     this.renderNotice();
+    this.renderWarnings();
     this.toBottom(true);
     if (matchMedia("(min-width: 721px)").matches) this.input.focus();
   }
@@ -282,7 +288,8 @@ export class RoomView {
         h("span.tier", TIER_LABEL[eff.tier]),
         h("span.caret-down", "▾"));
     }
-    this.modelBtn.title = `Next reply: ${eff.id || "unknown"} (${TIER_LABEL[eff.tier]})`;
+    const speed = eff.id ? speedText(store.modelInfo(eff.id)?.model.stats) : null;
+    this.modelBtn.title = `Next reply: ${eff.id || "unknown"} (${TIER_LABEL[eff.tier]})${speed ? `\n${speed}` : ""}`;
     this.renderLive();
   }
 
@@ -387,6 +394,19 @@ export class RoomView {
     this.sendBtn.setAttribute("aria-label", stop ? "Stop the reply" : "Send");
   }
 
+  /** budget.warning notices for this room (its own budget's, and the user's), each dismissible. */
+  renderWarnings() {
+    const list = this.store.warningsFor(this.cid);
+    this.warnings.hidden = !list.length;
+    replace(this.warnings, list.map((w) => h("div.budget-warning", { dataset: { key: w.key, scope: w.budget?.scope } },
+      h("span.glyph", { "aria-hidden": "true" }, "⚠"),
+      h("span.text",
+        h("strong", w.budget?.scope === "user" ? "Your AI budget: " : "This conversation's AI budget: "),
+        w.message, w.budget?.resets_at ? ` · resets ${when(w.budget.resets_at)}` : ""),
+      h("button.link.view-usage", { type: "button", onclick: () => this.actions.openUsage("conversation") }, "View usage"),
+      h("button.chip-x.dismiss", { type: "button", "aria-label": "Dismiss budget warning", onclick: () => this.actions.dismissWarning(w.key) }, "×"))));
+  }
+
   renderNotice() {
     const text = this.store.notices.get("composer");
     this.notice.hidden = !text;
@@ -439,6 +459,22 @@ export class RoomView {
 
 function gear() {
   return h("span.glyph", { "aria-hidden": "true" }, "⚙");
+}
+
+/** Three bars, drawn as SVG (no icon font). */
+function barsIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 20 20");
+  svg.setAttribute("width", "18");
+  svg.setAttribute("height", "18");
+  svg.setAttribute("aria-hidden", "true");
+  for (const [x, y] of [[3, 10], [8.5, 4], [14, 7]]) {
+    const r = document.createElementNS(ns, "rect");
+    for (const [k, v] of Object.entries({ x, y, width: 3.5, height: 17 - y, rx: 1, fill: "currentColor" })) r.setAttribute(k, String(v));
+    svg.append(r);
+  }
+  return svg;
 }
 
 function route() {

@@ -72,6 +72,7 @@ export class Sidebar {
     if (!me) { replace(this.me); return; }
     replace(this.me, avatar(me),
       h("div.me-text", h("strong", displayName(me)), h("span.muted.small", "@" + me.username)),
+      h("button.link.my-usage", { type: "button", title: "What your AI replies cost", onclick: () => this.actions.openUsage("me") }, "Usage"),
       h("button.link.logout", { type: "button", onclick: () => this.actions.logout() }, "Log out"));
   }
 
