@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 7
+-- schema-version: 8
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -154,3 +154,7 @@ CREATE TABLE IF NOT EXISTS server_nodes (
     node_id  text PRIMARY KEY,
     seen_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Step 8: why a reply ended in `error` (what its ai.error said), so history can say it too.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS error_code text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS error_message text;

@@ -123,6 +123,8 @@ class FinalReply(NamedTuple):
     ttft_ms: float | None  # request sent -> first token
     gen_ms: float | None  # first token -> end
     cost_usd: Decimal | None  # None: no price known for the model
+    error_code: str | None = None  # why it ended in `error`, as its ai.error said
+    error_message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,8 @@ class Message:
     ttft_ms: float | None = None
     gen_ms: float | None = None
     cost_usd: Decimal | None = None
+    error_code: str | None = None
+    error_message: str | None = None
 
     def wire(self) -> dict[str, Any]:
         usage = None
@@ -165,6 +169,7 @@ class Message:
             "client_id": self.client_id, "reply_to": self.reply_to, "usage": usage,
             "created_at": rfc3339(self.created_at), "tier": self.tier, "fallback_from": self.fallback_from,
             "cancelled_by": self.cancelled_by.author() if self.cancelled_by else None,
+            "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
         }
 
 

@@ -63,7 +63,8 @@ class Replies:
 
     # -- at the end -------------------------------------------------------------
 
-    def final(self, turn: Turn, status: str, end: StreamEnd | None) -> FinalReply:
+    def final(self, turn: Turn, status: str, end: StreamEnd | None, error_code: str | None = None,
+              error_message: str | None = None) -> FinalReply:
         """The reply as it will be stored: text, status, how it came to be, usage and cost.
         Without the provider's counts, tokens are estimated at four characters each."""
         msg = turn.message
@@ -74,7 +75,7 @@ class Replies:
         cancelled_by = turn.cancel_by if status == "cancelled" else None
         if not clock.asked:  # no provider was asked (refused, or cancelled before)
             return FinalReply(msg.id, text, status, turn.model, turn.tier, turn.fallback_from, cancelled_by,
-                              None, None, None, None, None, None)
+                              None, None, None, None, None, None, error_code, error_message)
         if usage is not None:
             prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens, False
         else:
@@ -88,21 +89,23 @@ class Replies:
         else:
             cost = self.pricing.cost(backend.id, backend.kind, name, prompt, completion, node=backend.node is not None)
         return FinalReply(msg.id, text, status, turn.model, turn.tier, turn.fallback_from, cancelled_by,
-                          prompt, completion, estimated, ttft, gen, cost)
+                          prompt, completion, estimated, ttft, gen, cost, error_code, error_message)
 
-    async def store_final(self, msg: Message, final: FinalReply) -> tuple[Message, bool]:
-        """(the stored reply, True), or — the database is down — (the reply as it will be stored
-        with status `error`, False), stored in the background as soon as it answers."""
+    async def store_final(self, msg: Message, final: FinalReply) -> Message:
+        """The stored reply; or, the database being down, the reply as it will be stored (status
+        `error`, code `unavailable`), stored in the background as soon as it answers."""
         try:
-            return await self.store.messages.finish_reply(final), True
+            return await self.store.messages.finish_reply(final)
         except Exception as e:
             log.warning("reply %s: storing it failed (%r); retrying in the background", msg.id, e)
-            final = final._replace(status="error")
+            final = final._replace(status="error", error_code="unavailable", error_message=(
+                "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"))
             self._unsaved[msg.id] = final
             if self._saver is None or self._saver.done():
                 self._saver = asyncio.get_running_loop().create_task(self._save_later(), name="replies-saver")
             return replace(msg, content=final.content, status=final.status, model_used=final.model_used,
-                           tier=final.tier, fallback_from=final.fallback_from), False
+                           tier=final.tier, fallback_from=final.fallback_from, error_code=final.error_code,
+                           error_message=final.error_message)
 
     async def _save_later(self) -> None:
         wait = 0.5

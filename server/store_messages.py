@@ -19,13 +19,14 @@ from .records import FinalReply, Line, Message, Room, User
 _COLS = """m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
     m.client_id, m.reply_to, m.reply_id, m.prompt_tokens, m.completion_tokens, m.created_at,
     m.tier, m.fallback_from, m.cancelled_by, m.usage_estimated, m.ttft_ms, m.gen_ms, m.cost_usd,
+    m.error_code, m.error_message,
     u.username, u.display_name,
     cu.username AS cancelled_username, cu.display_name AS cancelled_display_name"""
 _JOINS = "LEFT JOIN users u ON u.id = m.author_id LEFT JOIN users cu ON cu.id = m.cancelled_by"
 _FROM = f"messages m {_JOINS}"
 _RETURNING = """RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,
     client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at, tier, fallback_from,
-    cancelled_by, usage_estimated, ttft_ms, gen_ms, cost_usd"""
+    cancelled_by, usage_estimated, ttft_ms, gen_ms, cost_usd, error_code, error_message"""
 _NO_CANCEL = "NULL::text AS cancelled_username, NULL::text AS cancelled_display_name"
 _NO_NAMES = f"NULL::text AS username, NULL::text AS display_name, {_NO_CANCEL}"
 
@@ -44,6 +45,7 @@ def _message(r: Any) -> Message:
         prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
         created_at=r["created_at"], tier=r["tier"], fallback_from=r["fallback_from"], cancelled_by=cancelled_by,
         usage_estimated=r["usage_estimated"], ttft_ms=r["ttft_ms"], gen_ms=r["gen_ms"], cost_usd=r["cost_usd"],
+        error_code=r["error_code"], error_message=r["error_message"],
     )
 
 
@@ -165,6 +167,7 @@ class MessageStore:
             "WITH m AS (UPDATE messages SET content = $2, status = $3, model_used = $4, tier = $5,"
             " fallback_from = $6, cancelled_by = $7, prompt_tokens = $8, completion_tokens = $9,"
             " usage_estimated = $10, ttft_ms = $11, gen_ms = $12, cost_usd = $13,"
+            " error_code = $14, error_message = $15,"
             f" updated_at = now() WHERE id = $1 {_RETURNING})"
             f" SELECT {_COLS} FROM m {_JOINS}",
             *final,

@@ -29,7 +29,7 @@ class UsageStore:
 
     async def summary(self, *, conversation_id: int | None = None, user_id: int | None = None,
                       since: datetime, until: datetime) -> dict[str, Any]:
-        """Totals, by model and by UTC day, of the replies in [since, until) of one conversation,
+        """Totals, by model, by UTC day and by both, of the replies in [since, until) of one conversation,
         one requesting user, or (neither given) everyone; one statement (GROUPING SETS)."""
         where = ["role = 'assistant'", "status <> 'streaming'", "created_at >= $1", "created_at < $2"]
         args: list[Any] = [since, until]
@@ -43,21 +43,24 @@ class UsageStore:
             f"SELECT model_used AS model, (created_at AT TIME ZONE 'UTC')::date AS day,"
             f" GROUPING(model_used) AS no_model, GROUPING((created_at AT TIME ZONE 'UTC')::date) AS no_day, {_SUMS}"
             f" FROM messages WHERE {' AND '.join(where)}"
-            " GROUP BY GROUPING SETS ((model_used), ((created_at AT TIME ZONE 'UTC')::date), ())"
+            " GROUP BY GROUPING SETS ((model_used), ((created_at AT TIME ZONE 'UTC')::date),"
+            "                         ((created_at AT TIME ZONE 'UTC')::date, model_used), ())"
             " ORDER BY day NULLS FIRST, model NULLS FIRST", *args,
         )
         total = {"turns": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "unpriced_turns": 0,
                  "estimated": False}
-        by_model, by_day = [], []
+        by_model, by_day, by_day_model = [], [], []
         for r in rows:
             if r["no_model"] and r["no_day"]:
                 total = _bucket(r)
-            elif not r["no_model"]:
+            elif r["no_day"]:
                 by_model.append({"model": r["model"], **_bucket(r)})
-            else:
+            elif r["no_model"]:
                 by_day.append({"day": r["day"].isoformat(), **_bucket(r)})
+            else:
+                by_day_model.append({"day": r["day"].isoformat(), "model": r["model"], **_bucket(r)})
         by_model.sort(key=lambda b: (-b["cost_usd"], -b["turns"]))
-        return {"total": total, "by_model": by_model, "by_day": by_day}
+        return {"total": total, "by_model": by_model, "by_day": by_day, "by_day_model": by_day_model}
 
     async def model_stats(self, last_turns: int, hours: float) -> list[dict[str, Any]]:
         """Per model, over its latest `last_turns` replies within `hours`: turns, error rate, time

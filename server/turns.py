@@ -306,26 +306,24 @@ class Turns:
         status, code, error, end = outcome
         msg = turn.message
         assert msg is not None
-        final = self.replies.final(turn, status, end)
-        stored, ok = await self.replies.store_final(msg, final)
-        if not ok:
-            status, code = "error", "unavailable"
-            error = "the reply could not be stored yet (the database is unavailable); it will be stored when it is back"
+        if status == "error":
+            code, error = code or "provider_error", error or "the AI provider failed"
+        final = self.replies.final(turn, status, end, code, error)
+        stored = await self.replies.store_final(msg, final)
         self.replies.count(turn, final)
         if turn.reserved:
             try:
                 await self.budgets.settle(msg.id, final.cost_usd, turn.room.id, turn.requested_by, turn.room.owner_id)
             except Exception as e:  # the reservation is released by the next sweep (Budgets._loop)
                 log.warning("turn %s: settling its budget failed: %r", turn.reply_id, e)
-        final_msg = stored
-        if status == "error":
-            self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, code or "provider_error",
-                                               error or "the AI provider failed", final_msg))
+        if stored.status == "error":
+            self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, stored.error_code or "",
+                                               stored.error_message or "", stored))
         else:
-            self._emit(turn, protocol.ai_done(turn.reply_id, turn.model, final_msg))
-        self._emit(turn, protocol.message(final_msg))
+            self._emit(turn, protocol.ai_done(turn.reply_id, turn.model, stored))
+        self._emit(turn, protocol.message(stored))
         if not turn.done.done():
-            turn.done.set_result(final_msg)
+            turn.done.set_result(stored)
 
     def _emit(self, turn: Turn, frame: dict[str, Any], seq: int | None = None) -> None:
         """Publish one of the turn's frames: its row by seq, the rest after that row, numbered."""

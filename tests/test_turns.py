@@ -220,6 +220,10 @@ async def test_http_errors_with_no_lower_tier_left_end_in_ai_error_with_the_prov
                 assert [f["model"] for f in frames if f["type"] == "ai.start"] == ["openai:gpt-a"]
                 assert end["type"] == "ai.error" and end["code"] == "provider_error" and reason in end["message"]
                 assert end["message_obj"]["status"] == "error" and end["message_obj"]["content"] == ""
+                # The reason stays with the reply: history says it too.
+                assert end["message_obj"]["error"] == {"code": "provider_error", "message": end["message"]}
+                page = (await u.call("GET", f"/conversations/{c['id']}/messages")).body["messages"]
+                assert page[-1]["error"] == end["message_obj"]["error"]
             await s.close()
 
 

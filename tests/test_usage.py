@@ -88,6 +88,9 @@ async def test_conversation_and_user_usage_sum_by_model_and_day_for_those_allowe
     assert by_model["openai:gpt-4o-mini"]["turns"] == 2
     assert by_model["openai:gpt-4o-mini"]["prompt_tokens"] == 200 and by_model["echo:echo"]["cost_usd"] == 0.0
     assert len(body["by_day"]) == 1 and body["by_day"][0]["turns"] == 3
+    day = body["by_day"][0]["day"]
+    assert sorted((b["day"], b["model"], b["turns"]) for b in body["by_day_model"]) == [
+        (day, "echo:echo", 1), (day, "openai:gpt-4o-mini", 2)]
     stranger = await rig.client.user()
     assert (await stranger.call("GET", f"/conversations/{conv['id']}/usage")).status == 404
     # Per user: the replies each one asked for.

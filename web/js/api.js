@@ -88,7 +88,7 @@ export class Api {
   models() { return this.call("GET", "/ai/models"); }
   aiStats() { return this.call("GET", "/ai/stats"); }
 
-  /** Usage of one conversation's replies: {total, by_model, by_day}. from/to: YYYY-MM-DD (UTC), `to` exclusive. */
+  /** Usage of one conversation's replies: {total, by_model, by_day, by_day_model}. from/to: YYYY-MM-DD (UTC), `to` exclusive. */
   conversationUsage(id, { from, to } = {}) {
     return this.call("GET", `/conversations/${id}/usage?${range(from, to)}`);
   }

@@ -243,15 +243,10 @@ async function loadUsage() {
       api.budget().catch(() => null),
       scope === "conversation" ? api.conversationBudget(cid).catch(() => null) : null,
     ]);
-    // by_day is not split by model: with several models, each active day is asked for separately
-    // (small, indexed queries, in parallel); with one model, by_day already is its series.
-    let perDay;
-    if (data.by_model.length > 1) {
-      perDay = await Promise.all(data.by_day.map(async (d) => [d.day, (await fetchUsage({ from: d.day, to: isoDay(Date.parse(d.day) + DAY_MS) })).by_model]));
-    } else {
-      const model = data.by_model[0]?.model;
-      perDay = data.by_day.map((d) => [d.day, model === undefined ? [] : [{ ...d, model }]]);
-    }
+    // The chart's series: each day's figures by model, in the same answer (by_day_model).
+    const days = new Map(data.by_day.map((d) => [d.day, []]));
+    for (const b of data.by_day_model || []) (days.get(b.day) ?? days.set(b.day, []).get(b.day)).push(b);
+    const perDay = [...days.entries()];
     if (mine) store.setBudget("user", mine.budget);
     if (conv) store.setBudget(`conv:${cid}`, conv.budget);
     store.setUsage(req, { loading: false, error: null, data, perDay, from, to, stats: stats?.models ?? u.stats });
