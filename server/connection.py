@@ -11,8 +11,11 @@ slow client still never blocks the sender.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -33,15 +36,14 @@ class Connection:
     """Frames go out without awaiting; a client whose queue overflows is cut, never waited on."""
 
     __slots__ = ("id", "user", "_send", "_queue", "_max", "_idle", "_pending", "closing", "close_code",
-                 "close_reason", "gone", "subscriptions", "writer", "abort", "close_timeout", "token", "closed_by_server",
+                 "close_reason", "gone", "subscriptions", "writer", "close_timeout", "token", "closed_by_server",
                  "__weakref__")
 
-    def __init__(self, user: User, send: Send, max_queue: int, *, abort: Callable[[], None] | None = None,
-                 close_timeout: float = 2.0, token: bytes = b"") -> None:
+    def __init__(self, user: User, send: Send, max_queue: int, *, close_timeout: float = 2.0,
+                 token: bytes = b"") -> None:
         self.id = next(_ids)
         self.user = user
         self.token = token  # the hash of the token it authenticated with
-        self.abort = abort  # drops the transport and whatever it still buffers
         self.close_timeout = close_timeout
         self._send = send
         self._queue: deque[dict[str, Any]] | None = None  # made on the first backlog
@@ -113,10 +115,9 @@ class Connection:
         self._spawn()
 
     def _abort_if_stuck(self) -> None:
-        if self.writer is not None and not self.writer.done() and self.abort is not None:
-            log.info("aborting connection %s of user %s: it did not take its close frame", self.id, self.user.id)
+        if self.writer is not None and not self.writer.done() and reset(self._send):
+            log.info("reset connection %s of user %s: it did not take its close frame", self.id, self.user.id)
             self.gone = True
-            self.abort()
 
     def disconnected(self, code: int) -> None:
         """The peer closed (or the socket died): nothing more is written, not even a close frame."""
@@ -170,6 +171,23 @@ class Connection:
             await asyncio.wait_for(asyncio.shield(writer), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             writer.cancel()
+
+
+def reset(send: Send) -> bool:
+    """Reset the connection of a peer that will not read; False when there is no way to.
+
+    ASGI can only ask for a close; uvicorn's `send` is a method of its protocol object, which
+    holds the transport. The reset (SO_LINGER 0, then abort) drops what the kernel still
+    buffers for the peer too."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    return True
 
 
 async def _finish(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:

@@ -255,8 +255,11 @@ class Hub:
             if ev.step is not None and ev.step < sub.covered[ev.reply_id]:
                 return  # already inside the snapshot's text
             del sub.covered[ev.reply_id]
+        if ev.skip_user is None and ev.only_user is None:  # nearly every frame
+            sub.conn.deliver(ev.send)
+            return
         uid = sub.conn.user.id
-        if (ev.skip_user is None or uid != ev.skip_user) and (ev.only_user is None or uid == ev.only_user):
+        if uid != ev.skip_user and (ev.only_user is None or uid == ev.only_user):
             sub.conn.deliver(ev.send)
 
 

@@ -8,18 +8,14 @@ exception a frame causes becomes an `error` frame in one place, `error_frame`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import struct
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
-from . import logs, protocol
+from . import protocol
 from .auth import bearer, token_hash
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .errors import ChatError, Invalid, RateLimited, TooLarge, Unauthorized, Unavailable
@@ -85,17 +81,16 @@ class SocketEndpoint:
         if found is None:
             return
         user, token = found
-        conn = Connection(user, send, self.settings.ws_queue_frames, abort=_transport_abort(send),
-                          close_timeout=self.settings.ws_close_timeout, token=token_hash(token))
+        conn = Connection(user, send, self.settings.ws_queue_frames, close_timeout=self.settings.ws_close_timeout,
+                          token=token_hash(token))
         try:
             node.connect(conn)
         except ChatError as e:
             await _refuse(send, e, CLOSE_POLICY, "too many connections", node.metrics)
             return
         self.connections.add(conn)
-        logs.about(conn=conn.id, user=user.id)
         conn.start()
-        log.info("ws open conn=%s user=%s", conn.id, user.id)
+        log.info("ws open conn=%s user=%s", conn.id, user.id, extra={"conn": conn.id, "user": user.id})
         conn.enqueue(protocol.encode(protocol.hello(user, datetime.now(timezone.utc))))
         try:
             await self._serve(node, conn, receive)
@@ -106,7 +101,8 @@ class SocketEndpoint:
             if conn.closed_by_server:
                 node.metrics.closed(conn.close_code)
             await conn.finish()
-            log.info("ws closed conn=%s user=%s code=%s", conn.id, user.id, conn.close_code)
+            log.info("ws closed conn=%s user=%s code=%s", conn.id, user.id, conn.close_code,
+                     extra={"conn": conn.id, "user": user.id})
 
     async def _authenticate(self, node: Node, token: str | None, receive: Receive,
                             send: Send) -> tuple[User, str] | None:
@@ -213,24 +209,6 @@ async def _refuse(send: Send, exc: BaseException, code: int, reason: str, metric
     metrics.closed(code)
     await send({"type": "websocket.send", "text": error_frame(exc, None, metrics)})
     await send({"type": "websocket.close", "code": code, "reason": reason})
-
-
-def _transport_abort(send: Send) -> Callable[[], None] | None:
-    """A way to reset the connection of a peer that will not read. ASGI can only ask for a close;
-    uvicorn's `send` is a method of its protocol object, which holds the transport. The reset
-    (SO_LINGER 0, then abort) drops what the kernel still buffers for the peer too."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is None or not hasattr(transport, "abort"):
-        return None
-
-    def reset() -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-
-    return reset
 
 
 def _data(msg: dict[str, Any]) -> str | bytes:
