@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 8
+-- schema-version: 9
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -158,3 +158,14 @@ CREATE TABLE IF NOT EXISTS server_nodes (
 -- Step 8: why a reply ended in `error` (what its ai.error said), so history can say it too.
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS error_code text;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS error_message text;
+
+-- Step 9: whether the AI answers every message or only those that mention it, and the
+-- owner's instructions sent with every turn. Existing conversations keep answering all.
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS ai_answers text NOT NULL DEFAULT 'all';
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS instructions text;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'conversations_ai_answers_check') THEN
+        ALTER TABLE conversations ADD CONSTRAINT conversations_ai_answers_check
+            CHECK (ai_answers IN ('all', 'mentions'));
+    END IF;
+END $$;

@@ -60,6 +60,7 @@ class Conversations:
         members = await self._users(names, "participant_usernames")
         return await self.store.create_conversation(
             owner.id, new.title, new.mode, new.with_ai, new.default_model_id, [u.id for u in members],
+            new.ai_answers, new.instructions,
         )
 
     async def update(self, cid: int, user: User, changes: ConversationChanges) -> Conversation:

@@ -99,12 +99,13 @@ def model_id(body: dict[str, Any], name: str) -> str | None:
 
 
 def mode(body: dict[str, Any], default: str | None) -> str | None:
-    value = body.get("mode", default)
+    """A conversation mode; absent or null: `default`."""
+    value = body.get("mode")
     if value is None:
-        return None
+        return default
     if value not in MODES:
         raise Invalid("mode", "mode must be one of solo, partner, group")
-    return value
+    return value  # type: ignore[no-any-return]
 
 
 # -- REST bodies as typed values ------------------------------------------------
@@ -136,6 +137,8 @@ class NewConversation:
     with_ai: bool
     default_model_id: str | None
     participant_usernames: list[str]
+    ai_answers: str  # "all", or "mentions" (the default for groups)
+    instructions: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +150,18 @@ class ConversationChanges:
     with_ai: bool | None = None
     default_model_id: str | None = None
     sets_model: bool = False
+    ai_answers: str | None = None
+    instructions: str | None = None
+    sets_instructions: bool = False  # instructions given (None clears them)
 
     def columns(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in (("title", self.title), ("mode", self.mode),
-                                                 ("with_ai", self.with_ai)) if v is not None}
+                                                 ("with_ai", self.with_ai), ("ai_answers", self.ai_answers))
+                               if v is not None}
         if self.sets_model:
             out["default_model_id"] = self.default_model_id
+        if self.sets_instructions:
+            out["instructions"] = self.instructions
         return out
 
 
@@ -188,13 +197,32 @@ def login(body: dict[str, Any]) -> Login:
 
 
 def new_conversation(body: dict[str, Any], settings: Settings) -> NewConversation:
+    kind = mode(body, "solo")
     return NewConversation(
         title=text(body, "title", max_chars=settings.max_title_chars, strip=True),  # type: ignore[arg-type]
-        mode=mode(body, "solo"),  # type: ignore[arg-type]
+        mode=kind,  # type: ignore[arg-type]
         with_ai=boolean(body, "with_ai", True),  # type: ignore[arg-type]
         default_model_id=model_id(body, "default_model_id"),
         participant_usernames=usernames(body, "participant_usernames", settings, required=False),
+        ai_answers=ai_answers(body) or ("mentions" if kind == "group" else "all"),
+        instructions=instructions(body, settings),
     )
+
+
+def ai_answers(body: dict[str, Any]) -> str | None:
+    value = body.get("ai_answers")
+    if value is None:
+        return None
+    if value not in ("all", "mentions"):
+        raise Invalid("ai_answers", "ai_answers must be all or mentions")
+    return value  # type: ignore[no-any-return]
+
+
+def instructions(body: dict[str, Any], settings: Settings) -> str | None:
+    """The owner's instructions for the AI; blank means none."""
+    value = text(body, "instructions", max_chars=settings.max_instructions_chars, required=False, min_chars=0,
+                 strip=True)
+    return value or None
 
 
 def conversation_changes(body: dict[str, Any], settings: Settings) -> ConversationChanges:
@@ -208,6 +236,9 @@ def conversation_changes(body: dict[str, Any], settings: Settings) -> Conversati
         with_ai=boolean(body, "with_ai"),
         default_model_id=model_id(body, "default_model_id"),
         sets_model="default_model_id" in body,
+        ai_answers=ai_answers(body),
+        instructions=instructions(body, settings),
+        sets_instructions="instructions" in body,
     )
 
 

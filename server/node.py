@@ -43,7 +43,7 @@ from .metrics import Metrics
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
 from .records import Conversation, Message, User, catalog_wire, rfc3339
-from .routing import Router
+from .routing import Router, address
 from .settings import Settings
 from .stats import ModelStats
 from .store import Store
@@ -155,8 +155,14 @@ class Node:
             return Sent(msg, turn, ai, True)
         self.metrics.messages_stored.inc()
         self.hub.publish(msg.conversation_id, protocol.message_event(msg))
-        turn = self.turns.start(room, msg, cmd.model, user) if room.with_ai and cmd.ai else None
-        return Sent(msg, turn, turn.info() if turn else None, False)
+        if not room.with_ai or cmd.ai is False:
+            return Sent(msg, None, None, False)
+        to = address(cmd.content, self.settings.aliases)
+        if cmd.ai is None and room.ai_answers == "mentions" and not to.addressed:
+            return Sent(msg, None, None, False)
+        model, tier = (cmd.model, "message") if cmd.model is not None else (to.model, "mention")
+        turn = self.turns.start(room, msg, model, user, tier)
+        return Sent(msg, turn, turn.info(), False)
 
     async def _past_reply(self, msg: Message) -> dict[str, Any] | None:
         reply = await self.store.messages.reply_to(msg.id)
@@ -263,7 +269,7 @@ class Node:
     # -- models and AI nodes ----------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        return catalog_wire(self.registry, self.stats.get)
+        return {**catalog_wire(self.registry, self.stats.get), "aliases": self.settings.aliases}
 
     def model_stats(self) -> dict[str, Any]:
         return self.stats.table()

@@ -48,8 +48,7 @@ class SendMessage:
     content: str
     model: str | None
     client_id: str | None
-    ai: bool
-
+    ai: bool | None  # None: as the conversation's `ai_answers` says
 
 @dataclass(frozen=True, slots=True)
 class Typing:
@@ -134,7 +133,7 @@ def send_message(body: dict[str, Any], conversation_id: int, settings: Settings)
         content=content,  # type: ignore[arg-type]
         model=inputs.model_id(body, "model"),
         client_id=inputs.text(body, "client_id", max_chars=settings.max_client_id_chars, required=False),
-        ai=inputs.boolean(body, "ai", True),  # type: ignore[arg-type]
+        ai=inputs.boolean(body, "ai", None),
     )
 
 

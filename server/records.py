@@ -70,11 +70,14 @@ class Conversation:
     created_at: datetime
     updated_at: datetime
     last_seq: int
+    ai_answers: str = "all"  # "all" messages, or only "mentions" of the AI
+    instructions: str | None = None  # the owner's, sent with every turn
 
     def wire(self) -> dict[str, Any]:
         return {
             "id": self.id, "title": self.title, "mode": self.mode, "with_ai": self.with_ai,
             "default_model_id": self.default_model_id, "owner_id": self.owner_id,
+            "ai_answers": self.ai_answers, "instructions": self.instructions,
             "participants": [p.wire() for p in self.participants],
             "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
             "last_seq": self.last_seq,
@@ -96,6 +99,7 @@ class Room:
     with_ai: bool
     default_model_id: str | None
     owner_id: int
+    ai_answers: str = "all"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class Settings:
     ai_max_tokens: int | None = None  # a reply's length limit sent to providers (None: theirs)
     ai_temperature: float | None = None  # sampling temperature sent to providers (None: theirs)
     providers: tuple[ProviderConfig, ...] = field(default_factory=tuple)
+    aliases: dict[str, str] = field(default_factory=dict, hash=False)  # @alias -> model id (chat.toml [aliases])
+    max_instructions_chars: int = 4000
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -194,6 +197,18 @@ _ENV_PROVIDERS = (
 )
 
 
+def _aliases(table: Mapping[str, Any], where: Any) -> dict[str, str]:
+    """chat.toml's [aliases]: `claude = "anthropic:claude-sonnet-4"` lets `@claude` ask that model."""
+    out: dict[str, str] = {}
+    for name, model in table.items():
+        key = str(name).lower()
+        if not re.fullmatch(r"[a-z0-9_][a-z0-9_.-]{0,31}", key) or key == "ai" or not isinstance(model, str):
+            raise ValueError(f"bad alias {name!r} = {model!r} in {where} (a name of a-z 0-9 _ . -, not 'ai', "
+                             "for a model id)")
+        out[key] = model
+    return out
+
+
 def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in env.get(key, "").split(",") if m.strip())
 
@@ -228,4 +243,5 @@ def load_settings(
     if config_path:
         values["config_path"] = Path(config_path)
     values["providers"] = _providers(toml, env)
+    values["aliases"] = _aliases(toml.get("aliases") or {}, config_path)
     return Settings(**values)

@@ -153,13 +153,14 @@ class Store:
 
     async def create_conversation(
         self, owner_id: int, title: str, mode: str, with_ai: bool,
-        default_model_id: str | None, member_ids: Sequence[int],
+        default_model_id: str | None, member_ids: Sequence[int], ai_answers: str = "all",
+        instructions: str | None = None,
     ) -> Conversation:
         async with self.db.transaction() as con:
             cid = await con.fetchval(
-                "INSERT INTO conversations (title, mode, with_ai, default_model_id, owner_id)"
-                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                title, mode, with_ai, default_model_id, owner_id,
+                "INSERT INTO conversations (title, mode, with_ai, default_model_id, owner_id, ai_answers, instructions)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                title, mode, with_ai, default_model_id, owner_id, ai_answers, instructions,
             )
             await con.execute(
                 "INSERT INTO participants (conversation_id, user_id, role)"
@@ -180,7 +181,8 @@ class Store:
     async def _conversations(self, con: Any, ids: Sequence[int]) -> list[Conversation]:
         """Conversations with their participants, in the order of `ids`: two queries in all."""
         rows = await con.fetch(
-            "SELECT id, title, mode, with_ai, default_model_id, owner_id, created_at, updated_at,"
+            "SELECT id, title, mode, with_ai, default_model_id, owner_id, created_at, updated_at, ai_answers,"
+            " instructions,"
             " last_seq FROM conversations WHERE id = any($1::bigint[])", list(ids),
         )
         parts = await con.fetch(
@@ -197,7 +199,8 @@ class Store:
                 id=r["id"], title=r["title"], mode=r["mode"], with_ai=r["with_ai"],
                 default_model_id=r["default_model_id"], owner_id=r["owner_id"],
                 participants=tuple(members.get(r["id"], ())), created_at=r["created_at"],
-                updated_at=r["updated_at"], last_seq=r["last_seq"],
+                updated_at=r["updated_at"], last_seq=r["last_seq"], ai_answers=r["ai_answers"],
+                instructions=r["instructions"],
             )
             for r in rows
         }
@@ -215,7 +218,7 @@ class Store:
 
     async def update_conversation(self, conversation_id: int, changes: dict[str, Any]) -> Conversation:
         """Apply validated setting changes (title, mode, with_ai, default_model_id)."""
-        allowed = ("title", "mode", "with_ai", "default_model_id")
+        allowed = ("title", "mode", "with_ai", "default_model_id", "ai_answers", "instructions")
         cols = [c for c in allowed if c in changes]
         sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
         async with self.db.transaction() as con:

@@ -50,7 +50,7 @@ def _message(r: Any) -> Message:
 
 
 def _room(cid: int, r: Any) -> Room:
-    return Room(cid, r["mode"], r["with_ai"], r["default_model_id"], r["owner_id"])
+    return Room(cid, r["mode"], r["with_ai"], r["default_model_id"], r["owner_id"], r["ai_answers"])
 
 
 class MessageStore:
@@ -73,11 +73,11 @@ class MessageStore:
                 "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
                 "           WHERE id = $1 AND EXISTS (SELECT 1 FROM participants"
                 "                                     WHERE conversation_id = $1 AND user_id = $2)"
-                "           RETURNING last_seq, mode, with_ai, default_model_id, owner_id),"
+                "           RETURNING last_seq, mode, with_ai, default_model_id, owner_id, ai_answers),"
                 " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
                 f"       SELECT $1, c.last_seq, 'user', $2, $3, $4 FROM c {_RETURNING})"
                 f" SELECT m.*, $5::text AS username, $6::text AS display_name, {_NO_CANCEL},"
-                " c.mode, c.with_ai, c.default_model_id, c.owner_id FROM m, c",
+                " c.mode, c.with_ai, c.default_model_id, c.owner_id, c.ai_answers FROM m, c",
                 conversation_id, author.id, content, client_id, author.username, author.display_name,
             )
         except asyncpg.UniqueViolationError:
@@ -106,13 +106,15 @@ class MessageStore:
             " c AS (UPDATE conversations SET last_seq = conversations.last_seq + counts.n, activity_at = now()"
             "       FROM counts WHERE conversations.id = counts.cid AND conversations.id IN (SELECT id FROM locked)"
             "       RETURNING conversations.id, conversations.last_seq, counts.n, conversations.mode,"
-            "       conversations.with_ai, conversations.default_model_id, conversations.owner_id),"
+            "       conversations.with_ai, conversations.default_model_id, conversations.owner_id,"
+            "       conversations.ai_answers),"
             " numbered AS (SELECT ok.*, c.last_seq - c.n + row_number() OVER (PARTITION BY ok.cid ORDER BY ok.ord)"
-            "              AS seq, c.mode, c.with_ai, c.default_model_id, c.owner_id FROM ok JOIN c ON c.id = ok.cid),"
+            "              AS seq, c.mode, c.with_ai, c.default_model_id, c.owner_id, c.ai_answers"
+            "       FROM ok JOIN c ON c.id = ok.cid),"
             " m AS (INSERT INTO messages (conversation_id, seq, role, author_id, content, client_id)"
             "       SELECT cid, seq, 'user', author, content, client_id FROM numbered ORDER BY cid, seq"
             f"       {_RETURNING})"
-            f" SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id, {_NO_NAMES}"
+            f" SELECT m.*, n.ord, n.mode, n.with_ai, n.default_model_id, n.owner_id, n.ai_answers, {_NO_NAMES}"
             " FROM m JOIN numbered n ON n.cid = m.conversation_id AND n.seq = m.seq",
             [i[0] for i in items], [i[1].id for i in items], [i[2] for i in items], [i[3] for i in items],
         )
@@ -132,14 +134,14 @@ class MessageStore:
     async def start_reply(
         self, conversation_id: int, trigger_id: int, trigger_seq: int, reply_id: str, model: str, tier: str,
         requested_by: int, owner_node: str, history_messages: int, history_chars: int,
-    ) -> tuple[Message, list[Line]]:
-        """Store an empty `streaming` reply (which fixes its seq) and read the history it answers,
-        in one round trip. The history is the latest `history_messages` messages up to the trigger,
+    ) -> tuple[Message, list[Line], str | None]:
+        """Store an empty `streaming` reply (which fixes its seq) and read the history it answers
+        and the conversation's instructions, in one round trip. The history is the latest `history_messages` messages up to the trigger,
         oldest first, as far back as their content fits in `history_chars` characters (the newest
         one always, cut to the budget); replies that did not complete are left out."""
         row = await self.db.fetchrow(
             "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
-            "           WHERE id = $1 RETURNING last_seq),"
+            "           WHERE id = $1 RETURNING last_seq, instructions),"
             " r AS (INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
             "                             reply_to, reply_id, owner_node, tier, requested_by)"
             f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5, $9, $10 FROM c {_RETURNING}),"
@@ -148,7 +150,7 @@ class MessageStore:
             "       FROM messages WHERE conversation_id = $1 AND seq <= $6"
             "         AND (role = 'user' OR (status = 'complete' AND content <> ''))"
             "       ORDER BY seq DESC LIMIT $7)"
-            f" SELECT r.*, {_NO_NAMES},"
+            f" SELECT r.*, {_NO_NAMES}, (SELECT instructions FROM c) AS instructions,"
             "  (SELECT coalesce(json_agg(json_build_array(h.role, right(h.content, $8), hu.display_name)"
             "                            ORDER BY h.seq), '[]')"
             "   FROM h LEFT JOIN users hu ON hu.id = h.author_id"
@@ -159,7 +161,8 @@ class MessageStore:
         )
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")
-        return _message(row), [Line(role, content, author) for role, content, author in orjson.loads(row["history"])]
+        history = [Line(role, content, author) for role, content, author in orjson.loads(row["history"])]
+        return _message(row), history, row["instructions"]
 
     async def finish_reply(self, final: FinalReply) -> Message:
         """A reply's end: its text, status, the model and tier that wrote it, who cancelled it, usage."""

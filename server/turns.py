@@ -98,9 +98,10 @@ class Turns:
 
     # -- starting, finding, cancelling ---------------------------------------
 
-    def start(self, room: Room, trigger: Message, model: str | None, user: User) -> Turn:
-        """Queue a reply to `trigger`; returns at once with the chosen model and tier."""
-        choice = self.router.choose(model, room.default_model_id)
+    def start(self, room: Room, trigger: Message, model: str | None, user: User, tier: str = "message") -> Turn:
+        """Queue a reply to `trigger`; returns at once with the chosen model and tier (`tier`
+        names what set a message's own model: its `model` field, or a mention)."""
+        choice = self.router.choose(model, room.default_model_id, tier)
         turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier)
         self.by_reply[turn.reply_id] = turn
         self.by_trigger[trigger.id] = turn
@@ -178,7 +179,7 @@ class Turns:
         s = self.settings
         # The reply's row (which fixes its seq) and the history it answers: one round trip.
         try:
-            msg, history = await self.store.messages.start_reply(
+            msg, history, instructions = await self.store.messages.start_reply(
                 turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, turn.tier,
                 turn.requested_by, s.node_id, s.history_messages, s.history_chars)
         except Exception as e:
@@ -196,7 +197,7 @@ class Turns:
             if turn.cancel_by is not None:
                 outcome: Outcome = ("cancelled", None, None, None)
             else:
-                prompt = self._prompt(turn.room, history)
+                prompt = self._prompt(turn.room, history, instructions)
                 turn.prompt_chars = sum(len(m.content) for m in prompt)
                 try:
                     turn.reserved = await self.budgets.reserve(msg.id, turn.requested_by, turn.room.id, turn.model,
@@ -337,10 +338,14 @@ class Turns:
         for listener in turn.listeners:
             listener(frame["type"], frame)
 
-    def _prompt(self, room: Room, history: list[Line]) -> list[ChatMessage]:
-        """The system prompt, then the history; in rooms each user line says who spoke."""
+    def _prompt(self, room: Room, history: list[Line], instructions: str | None) -> list[ChatMessage]:
+        """The server's system prompt, the room's instructions after it, then the history; in
+        rooms each user line says who spoke."""
         named = room.mode != "solo"
-        return [ChatMessage("system", SYSTEM_PROMPT), *(
+        system = [ChatMessage("system", SYSTEM_PROMPT)]
+        if instructions:
+            system.append(ChatMessage("system", f"Instructions for this conversation, from its owner:\n{instructions}"))
+        return [*system, *(
             ChatMessage(line.role, f"{line.author}: {line.content}"
                         if named and line.role == "user" and line.author is not None else line.content)
             for line in history

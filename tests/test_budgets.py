@@ -99,7 +99,7 @@ async def test_ten_turns_at_once_near_the_limit_do_not_all_slip_through(budget: 
 
 async def test_a_conversation_budget_is_the_owners_and_warns_the_owner_once_per_period(budget: Rig) -> None:
     owner, member = await budget.client.user(), await budget.client.user()
-    conv = await owner.conversation(mode="group", participant_usernames=[member.username])
+    conv = await owner.conversation(mode="group", ai_answers="all", participant_usernames=[member.username])
     cid = conv["id"]
     body = {"period": "month", "limit_usd": 10, "warn_at": 0.25}
     assert (await member.call("PUT", f"/conversations/{cid}/budget", body)).status == 403

@@ -44,7 +44,7 @@ def failure(frame: Any) -> FrameError:
     ({"type": "subscribe", "conversation_id": 3}, Subscribe(3, None)),
     ({"type": "subscribe", "conversation_id": 3, "after": 0}, Subscribe(3, 0)),
     ({"type": "unsubscribe", "conversation_id": 3}, Unsubscribe(3)),
-    ({"type": "message.send", "conversation_id": 3, "content": "hi"}, SendMessage(3, "hi", None, None, True)),
+    ({"type": "message.send", "conversation_id": 3, "content": "hi"}, SendMessage(3, "hi", None, None, None)),
     ({"type": "message.send", "conversation_id": 3, "content": "hi", "model": "echo:echo", "client_id": "c1",
       "ai": False}, SendMessage(3, "hi", "echo:echo", "c1", False)),
     ({"type": "typing", "conversation_id": 3, "state": True}, Typing(3, True)),

@@ -41,7 +41,7 @@ async def test_fan_out_crosses_servers_in_seq_order(database_url: str, http: Any
             running_server(database_url, redis_url=REDIS_URL, node_id="node-b") as b:
         ca, cb = Client(http, a.base_url, a.ws_url), Client(http, b.base_url, b.ws_url)
         alice, bob = await ca.user(), await ca.user()
-        conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+        conv = await alice.conversation(mode="group", ai_answers="all", participant_usernames=[bob.username])
         cid = conv["id"]
         on_a = await alice.ws()
         on_b = await cb.ws(bob.token)  # bob is connected to the other server
@@ -113,7 +113,7 @@ async def test_while_redis_is_down_each_server_serves_its_own_and_all_catch_up_w
             running_server(database_url, redis_url=url, node_id="outage-b") as b:
         ca, cb = Client(http, a.base_url, a.ws_url), Client(http, b.base_url, b.ws_url)
         alice, bob = await ca.user(), await ca.user()
-        conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+        conv = await alice.conversation(mode="group", ai_answers="all", participant_usernames=[bob.username])
         other = await alice.conversation(title="later", with_ai=False)
         cid = conv["id"]
         on_a, on_b = await alice.ws(), await cb.ws(bob.token)
@@ -168,7 +168,7 @@ async def test_ai_cancel_reaches_the_process_running_the_reply(
             running_server(database_url, redis_url=url, node_id="cancel-b") as b:
         ca, cb = Client(http, a.base_url, a.ws_url), Client(http, b.base_url, b.ws_url)
         owner, member, stranger = await ca.user(), await ca.user(), await ca.user()
-        conv = await owner.conversation(mode="group", participant_usernames=[member.username])
+        conv = await owner.conversation(mode="group", ai_answers="all", participant_usernames=[member.username])
         cid = conv["id"]
         words = " ".join(f"w{i}" for i in range(200))
         r = await ca.call("POST", f"/conversations/{cid}/messages", owner.token, {"content": words})

@@ -7,7 +7,7 @@ import pytest
 from providers.echo import EchoProvider
 from providers.registry import Backend, Registry
 from server.errors import UnknownModel
-from server.routing import Router, choose
+from server.routing import Router, address, choose
 
 
 def test_the_chain_picks_the_first_tier_that_names_a_model_and_keeps_the_rest_as_fallbacks() -> None:
@@ -47,3 +47,28 @@ def test_unknown_or_malformed_model_ids_are_the_contracts_unknown_model() -> Non
         assert info.value.code == "unknown_model" and info.value.details == {"model": bad}
         with pytest.raises(UnknownModel):
             router.resolve(bad)
+
+
+ALIASES = {"claude": "anthropic:claude-x", "llama": "client:1:llama3.1"}
+
+
+@pytest.mark.parametrize(("text", "addressed", "model"), [
+    ("hello there", False, None),
+    ("@ai what do you think?", True, None),
+    ("what do you think, @AI?", True, None),
+    ("@claude summarize", True, "anthropic:claude-x"),
+    ("ok @llama. then @claude", True, "client:1:llama3.1"),  # the first alias named wins
+    ("@ai and @claude", True, "anthropic:claude-x"),  # an alias beats the plain @ai
+    ("mail me at bob@claude.example", False, None),  # inside an email address: no mention
+    ("@@claude", False, None),
+    ("@claudette", False, None),  # not an alias, not @ai
+    ("(@claude-)", True, "anthropic:claude-x"),  # trailing punctuation is not part of the name
+])
+def test_mentions_address_the_ai_and_an_alias_names_its_model(text: str, addressed: bool, model: str | None) -> None:
+    found = address(text, ALIASES)
+    assert (found.addressed, found.model) == (addressed, model)
+
+
+def test_a_mention_sets_the_message_tier_as_mention_with_the_lower_tiers_as_fallbacks() -> None:
+    c = choose("anthropic:claude-x", "echo:echo", "echo:echo", "mention")
+    assert (c.model, c.tier, c.fallbacks) == ("anthropic:claude-x", "mention", (("echo:echo", "conversation"),))

@@ -114,7 +114,7 @@ async def test_conversation_default_beats_system_and_message_override_beats_both
 async def test_group_history_names_who_said_what(ai: Rig) -> None:
     alice = await ai.client.user("al", display_name="Alice")
     bob = await ai.client.user("bo", display_name="Bob")
-    c = await alice.conversation(mode="group", participant_usernames=[bob.username],
+    c = await alice.conversation(mode="group", ai_answers="all", participant_usernames=[bob.username],
                                  default_model_id="openai:gpt-a")
     s = await alice.ws()
     await s.subscribe(c["id"])
@@ -259,7 +259,7 @@ async def test_only_author_or_owner_may_cancel(ai: Rig) -> None:
     ai.openai.delay = 0.02
     owner = await ai.client.user()
     member, other = await ai.client.user(), await ai.client.user()
-    c = await owner.conversation(mode="group", participant_usernames=[member.username, other.username],
+    c = await owner.conversation(mode="group", ai_answers="all", participant_usernames=[member.username, other.username],
                                  default_model_id="openai:gpt-a")
     s = await other.ws()
     await s.subscribe(c["id"])
@@ -396,9 +396,9 @@ async def test_restart_marks_this_nodes_streaming_replies_interrupted(database_u
         m = (await u.send(conv["id"], "q")).body["message"]
         store = srv.node.store
         # What a crash leaves behind: a reply still `streaming`, owned by this node and another.
-        mine, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-crash", "echo:echo", "system",
+        mine, _, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-crash", "echo:echo", "system",
                                                    u.id, "crashy", 40, 1000)
-        theirs, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-other", "echo:echo", "system",
+        theirs, _, _ = await store.messages.start_reply(conv["id"], m["id"], m["seq"], "r-other", "echo:echo", "system",
                                                      u.id, "other-node", 40, 1000)
     async with running_server(database_url, node_id="crashy") as srv:
         page = await Client(http, srv.base_url, srv.ws_url).call("GET", f"/conversations/{conv['id']}/messages",

@@ -76,7 +76,7 @@ async def test_conversation_and_user_usage_sum_by_model_and_day_for_those_allowe
     admin = await rig.client.user()
     first_user_is_admin = admin.info["is_admin"]
     alice, bob = await rig.client.user(), await rig.client.user()
-    conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    conv = await alice.conversation(mode="group", ai_answers="all", participant_usernames=[bob.username])
     await reply(alice, conv["id"], "one", "openai:gpt-4o-mini")
     await reply(alice, conv["id"], "two", "openai:gpt-4o-mini")
     await reply(bob, conv["id"], "three", "echo:echo")

@@ -139,6 +139,7 @@ def last_chat(fake: FakeOpenAI | FakeAnthropic) -> Any:
 async def group(owner: Person, *members: Person, **body: Any) -> dict[str, Any]:
     body.setdefault("title", "Design review")
     body.setdefault("mode", "group")
+    body.setdefault("ai_answers", "all")  # these rooms' AI answers every message (new groups: mentions only)
     body["participant_usernames"] = [m.name for m in members]
     return await owner.user.conversation(**body)
 

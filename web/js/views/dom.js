@@ -89,7 +89,7 @@ export function modelName(id, store) {
   return parts[0] === "client" ? parts.slice(2).join(":") : parts.slice(1).join(":") || id;
 }
 
-export const TIER_LABEL = { message: "this message", conversation: "room default", system: "server default" };
+export const TIER_LABEL = { message: "this message", mention: "mentioned", conversation: "room default", system: "server default" };
 
 /** Dollars, short: "$0", "$0.0012", "$0.123", "$12.34"; null (no known price) is "—". */
 export function usd(v) {

@@ -1,0 +1,83 @@
+"""AI that answers when addressed: per-conversation `ai_answers`, @ai and @alias mentions,
+`ai: true/false` overrides, and the owner's instructions sent with every turn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from server.settings import ProviderConfig
+from tests.conftest import Client, Running, running_server
+from tests.fakes import FakeAnthropic, FakeOpenAI
+
+
+class Rig:
+    def __init__(self, srv: Running, client: Client, openai: FakeOpenAI, anthropic: FakeAnthropic) -> None:
+        self.srv, self.client, self.openai, self.anthropic = srv, client, openai, anthropic
+
+
+@pytest.fixture(scope="module")
+async def rig(database_url: str, http: Any) -> AsyncIterator[Rig]:
+    async with FakeOpenAI() as oa, FakeAnthropic() as an:
+        providers = (
+            ProviderConfig("openai", "openai", "OpenAI", base_url=oa.base_url, models=("gpt-a",)),
+            ProviderConfig("anthropic", "anthropic", "Anthropic", base_url=an.base_url, api_key="k",
+                           models=("claude-x",)),
+        )
+        aliases = {"claude": "anthropic:claude-x", "gpt": "openai:gpt-a"}
+        async with running_server(database_url, providers=providers, aliases=aliases,
+                                  default_model="openai:gpt-a") as srv:
+            yield Rig(srv, Client(http, srv.base_url, srv.ws_url), oa, an)
+
+
+async def send(user: Any, cid: int, text: str, **extra: Any) -> dict[str, Any]:
+    r = await user.send(cid, text, **extra)
+    assert r.status == 201, r.body
+    return r.body
+
+
+async def test_a_new_group_answers_only_when_mentioned_and_a_solo_room_answers_everything(rig: Rig) -> None:
+    alice, bob = await rig.client.user(), await rig.client.user()
+    group = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    assert group["ai_answers"] == "mentions"
+    assert (await send(bob, group["id"], "lunch at noon?"))["ai"] is None
+    mentioned = (await send(bob, group["id"], "@ai where should we eat?"))["ai"]
+    assert mentioned["model"] == "openai:gpt-a" and mentioned["tier"] == "system"
+    assert (await send(bob, group["id"], "no mention, but asked", ai=True))["ai"] is not None
+    assert (await send(bob, group["id"], "@ai never mind", ai=False))["ai"] is None
+    solo = await alice.conversation()
+    assert solo["ai_answers"] == "all" and (await send(alice, solo["id"], "hi"))["ai"] is not None
+
+
+async def test_an_alias_mention_routes_that_message_to_its_model_as_the_mention_tier(rig: Rig) -> None:
+    alice, bob = await rig.client.user(), await rig.client.user()
+    conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    r = await bob.call("POST", f"/conversations/{conv['id']}/messages?wait=true", {"content": "@claude your view?"})
+    assert r.body["ai"] == {"reply_id": r.body["ai"]["reply_id"], "model": "anthropic:claude-x", "tier": "mention"}
+    assert r.body["reply"]["model_used"] == "anthropic:claude-x" and r.body["reply"]["tier"] == "mention"
+    # The next message goes back to the room's chain; an explicit model beats a mention.
+    assert (await send(bob, conv["id"], "@ai and now?"))["ai"]["model"] == "openai:gpt-a"
+    explicit = await send(bob, conv["id"], "@claude but on gpt", model="openai:gpt-a")
+    assert (explicit["ai"]["model"], explicit["ai"]["tier"]) == ("openai:gpt-a", "message")
+    models = (await bob.call("GET", "/ai/models")).body
+    assert models["aliases"] == {"claude": "anthropic:claude-x", "gpt": "openai:gpt-a"}
+
+
+async def test_the_owner_sets_answering_and_instructions_which_reach_the_model_and_members_cannot(rig: Rig) -> None:
+    alice, bob = await rig.client.user(), await rig.client.user()
+    conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    cid = conv["id"]
+    body = {"ai_answers": "all", "instructions": "Answer in French."}
+    assert (await bob.call("PUT", f"/conversations/{cid}", body)).status == 403
+    for bad in ({"ai_answers": "sometimes"}, {"instructions": "x" * 4001}, {"instructions": 5}):
+        assert (await alice.call("PUT", f"/conversations/{cid}", bad)).status == 422, bad
+    updated = (await alice.call("PUT", f"/conversations/{cid}", body)).body
+    assert (updated["ai_answers"], updated["instructions"]) == ("all", "Answer in French.")
+    r = await bob.call("POST", f"/conversations/{cid}/messages?wait=true", {"content": "no mention needed now"})
+    assert r.body["reply"]["status"] == "complete"
+    system = [m["content"] for m in rig.openai.requests[-1].json["messages"] if m["role"] == "system"]
+    assert len(system) == 2 and system[1].endswith("Answer in French.")
+    cleared = (await alice.call("PUT", f"/conversations/{cid}", {"instructions": None})).body
+    assert cleared["instructions"] is None
