@@ -86,6 +86,12 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     return inputs.require_object(data)
 
 
+async def _has_body(request: Request) -> bool:
+    """A POST whose body may be left out (empty, or no content)."""
+    length = request.headers.get("content-length")
+    return bool(length and length != "0") or "transfer-encoding" in request.headers
+
+
 def path_id(request: Request, name: str = "id") -> int:
     return inputs.integer(request.path_params[name], name, minimum=1)
 
@@ -142,6 +148,10 @@ class Api:
         new = inputs.new_conversation(await read_json(request, self.limit), self.settings)
         return json((await _node(request).create_conversation(user, new)).wire(), 201)
 
+    async def templates(self, request: Request) -> Response:
+        await self.user(request)
+        return json({"templates": [{"name": name, **t} for name, t in sorted(self.settings.templates.items())]})
+
     async def list_conversations(self, request: Request) -> Response:
         user = await self.user(request)
         convs = await _node(request).conversations_of(user)
@@ -183,14 +193,27 @@ class Api:
             return StreamingResponse(self._sse(out, sent.turn), 201, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if sent.turn is not None and request.query_params.get("wait") in ("true", "1"):
-            try:
-                reply = await asyncio.shield(sent.turn.done)
-            except asyncio.CancelledError:
-                if not sent.turn.done.cancelled():
-                    raise  # this request was cancelled, not the turn
-                raise Unavailable("the server stopped before the reply was stored") from None
-            out["reply"] = reply.wire()
+            out["reply"] = (await self._wait(sent.turn)).wire()
         return json(out, 201)
+
+    async def regenerate(self, request: Request) -> Response:
+        user = await self.user(request)
+        body = await read_json(request, self.limit) if await _has_body(request) else {}
+        model = inputs.model_id(body, "model")
+        turn = await _node(request).regenerate(user, path_id(request), path_id(request, "message_id"), model)
+        out: dict[str, Any] = {"ai": turn.info(), "reply_to": turn.trigger.id}
+        if request.query_params.get("wait") in ("true", "1"):
+            out["reply"] = (await self._wait(turn)).wire()
+        return json(out, 201)
+
+    @staticmethod
+    async def _wait(turn: Turn) -> Any:
+        try:
+            return await asyncio.shield(turn.done)
+        except asyncio.CancelledError:
+            if not turn.done.cancelled():
+                raise  # this request was cancelled, not the turn
+            raise Unavailable("the server stopped before the reply was stored") from None
 
     @staticmethod
     async def _sse(ack: dict[str, Any], turn: Turn) -> AsyncIterator[bytes]:
@@ -301,12 +324,14 @@ class Api:
             Route("/me", self.me, methods=["GET"]),
             Route("/conversations", self.create_conversation, methods=["POST"]),
             Route("/conversations", self.list_conversations, methods=["GET"]),
+            Route("/templates", self.templates, methods=["GET"]),
             Route(conv, self.get_conversation, methods=["GET"]),
             Route(conv, self.update_conversation, methods=["PUT", "PATCH"]),
             Route(conv + "/participants", self.add_participants, methods=["POST"]),
             Route(conv + "/participants/{user_id}", self.remove_participant, methods=["DELETE"]),
             Route(conv + "/messages", self.post_message, methods=["POST"]),
             Route(conv + "/messages", self.list_messages, methods=["GET"]),
+            Route(conv + "/messages/{message_id}/regenerate", self.regenerate, methods=["POST"]),
             Route(conv + "/usage", self.conversation_usage, methods=["GET"]),
             Route("/usage", self.usage, methods=["GET"]),
             Route(conv + "/budget", self.get_conversation_budget, methods=["GET"]),

@@ -197,6 +197,17 @@ def login(body: dict[str, Any]) -> Login:
 
 
 def new_conversation(body: dict[str, Any], settings: Settings) -> NewConversation:
+    """A new conversation; with `template`, the template's settings fill what the body leaves
+    out (its title_prefix goes before the title; its title is the default one)."""
+    name = body.get("template")
+    if name is not None:
+        template = settings.templates.get(name) if isinstance(name, str) else None
+        if template is None:
+            raise Invalid("template", f"no template {name!r}", known=sorted(settings.templates))
+        fields = {k: v for k, v in template.items() if k not in ("label", "title_prefix")}
+        body = {**fields, **body, "title": (template.get("title_prefix") or "") + (body.get("title") or
+                                                                                  template.get("title") or
+                                                                                  template.get("label") or name)}
     kind = mode(body, "solo")
     return NewConversation(
         title=text(body, "title", max_chars=settings.max_title_chars, strip=True),  # type: ignore[arg-type]

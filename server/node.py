@@ -22,6 +22,7 @@ from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
 from .errors import (
     ChatError,
+    Conflict,
     Forbidden,
     Invalid,
     NotFound,
@@ -42,7 +43,7 @@ from .inputs import (
 from .metrics import Metrics
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
-from .records import Conversation, Message, User, catalog_wire, rfc3339
+from .records import Conversation, Message, Room, User, catalog_wire, rfc3339
 from .routing import Router, address
 from .settings import Settings
 from .stats import ModelStats
@@ -169,6 +170,22 @@ class Node:
         if reply is None or reply.reply_id is None:
             return None
         return protocol.ai_info(reply.reply_id, reply.model_used, None)
+
+    async def regenerate(self, user: User, cid: int, message_id: int, model: str | None) -> Turn:
+        """Answer a message again (or the message a reply answered), optionally with another
+        model: a new reply to the same trigger; the room sees both."""
+        conv = await self.conversations.visible(cid, user)
+        if not conv.with_ai:
+            raise Conflict("the AI is off in this conversation")
+        if model is not None:
+            self.router.check(model)
+        found = await self.store.messages.one(cid, message_id)
+        if found is not None and found.role == "assistant":
+            found = await self.store.messages.one(cid, found.reply_to) if found.reply_to else None
+        if found is None:
+            raise NotFound(f"message {message_id} not found")
+        room = Room(cid, conv.mode, conv.with_ai, conv.default_model_id, conv.owner_id, conv.ai_answers)
+        return self.turns.start(room, found, model, user)
 
     async def page(self, user: User, cid: int, after: int | None, before: int | None,
                    limit: int) -> tuple[list[Message], bool]:

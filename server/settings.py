@@ -94,6 +94,7 @@ class Settings:
     providers: tuple[ProviderConfig, ...] = field(default_factory=tuple)
     aliases: dict[str, str] = field(default_factory=dict, hash=False)  # @alias -> model id (chat.toml [aliases])
     max_instructions_chars: int = 4000
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # chat.toml [templates.<name>]
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -209,6 +210,22 @@ def _aliases(table: Mapping[str, Any], where: Any) -> dict[str, str]:
     return out
 
 
+TEMPLATE_KEYS = frozenset({"label", "title", "title_prefix", "mode", "with_ai", "default_model_id", "ai_answers",
+                           "instructions"})
+
+
+def _templates(table: Mapping[str, Any], where: Any) -> dict[str, dict[str, Any]]:
+    """chat.toml's [templates.<name>]: what a conversation created from it starts with."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, t in table.items():
+        unknown = set(t) - TEMPLATE_KEYS if isinstance(t, Mapping) else {"(not a table)"}
+        if unknown or not re.fullmatch(r"[a-z0-9_][a-z0-9_.-]{0,63}", str(name)):
+            raise ValueError(f"bad template {name!r} in {where}: unknown keys {sorted(unknown)}; "
+                             f"known: {sorted(TEMPLATE_KEYS)}")
+        out[str(name)] = dict(t)
+    return out
+
+
 def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in env.get(key, "").split(",") if m.strip())
 
@@ -244,4 +261,5 @@ def load_settings(
         values["config_path"] = Path(config_path)
     values["providers"] = _providers(toml, env)
     values["aliases"] = _aliases(toml.get("aliases") or {}, config_path)
+    values["templates"] = _templates(toml.get("templates") or {}, config_path)
     return Settings(**values)

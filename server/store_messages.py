@@ -226,6 +226,11 @@ class MessageStore:
         return await self.db.fetchval(
             "SELECT last_seq FROM conversations WHERE id = $1", conversation_id) or 0
 
+    async def one(self, conversation_id: int, message_id: int) -> Message | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLS} FROM {_FROM} WHERE m.conversation_id = $1 AND m.id = $2", conversation_id, message_id)
+        return _message(row) if row else None
+
     async def reply_to(self, message_id: int) -> Message | None:
         """The first AI reply to a message, if one was started."""
         row = await self.db.fetchrow(

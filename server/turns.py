@@ -104,7 +104,7 @@ class Turns:
         choice = self.router.choose(model, room.default_model_id, tier)
         turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier)
         self.by_reply[turn.reply_id] = turn
-        self.by_trigger[trigger.id] = turn
+        self.by_trigger.setdefault(trigger.id, turn)  # a regenerated reply leaves the first one found
         self._order += 1
         heapq.heappush(self._queues.setdefault(room.id, []), (trigger.seq, self._order, turn))
         if room.id not in self._workers:
@@ -167,7 +167,8 @@ class Turns:
                         turn.done.exception()  # retrieved: a waiting request raises it, nobody else must
                 finally:
                     self.by_reply.pop(turn.reply_id, None)
-                    self.by_trigger.pop(turn.trigger.id, None)
+                    if self.by_trigger.get(turn.trigger.id) is turn:
+                        del self.by_trigger[turn.trigger.id]
                     if not turn.done.done():
                         turn.done.cancel()
         finally:

@@ -81,3 +81,23 @@ async def test_the_owner_sets_answering_and_instructions_which_reach_the_model_a
     assert len(system) == 2 and system[1].endswith("Answer in French.")
     cleared = (await alice.call("PUT", f"/conversations/{cid}", {"instructions": None})).body
     assert cleared["instructions"] is None
+
+
+async def test_templates_are_listed_and_a_conversation_made_from_one_takes_its_settings_unless_told_otherwise(
+        database_url: str, http: Any) -> None:
+    templates = {"standup": {"label": "Daily stand-up", "title_prefix": "Stand-up: ", "mode": "group",
+                             "ai_answers": "mentions", "instructions": "Keep it short.",
+                             "default_model_id": "echo:echo"}}
+    async with running_server(database_url, templates=templates) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        alice, bob = await c.user(), await c.user()
+        listed = (await alice.call("GET", "/templates")).body["templates"]
+        assert listed == [{"name": "standup", **templates["standup"]}]
+        conv = await alice.conversation(template="standup", title="Monday", participant_usernames=[bob.username])
+        assert conv["title"] == "Stand-up: Monday" and conv["mode"] == "group"
+        assert (conv["ai_answers"], conv["instructions"], conv["default_model_id"]) == (
+            "mentions", "Keep it short.", "echo:echo")
+        mine = await alice.conversation(template="standup", title="Tue", ai_answers="all", mode="solo")
+        assert (mine["ai_answers"], mine["mode"]) == ("all", "solo")  # explicit fields win
+        r = await alice.call("POST", "/conversations", {"template": "nope", "title": "x"})
+        assert r.status == 422 and r.body["error"]["details"]["field"] == "template"

@@ -422,3 +422,29 @@ async def test_history_stops_at_the_character_budget(database_url: str, http: An
             sent = [m["content"] for m in oa.requests[-1].json["messages"] if m["role"] == "user"]
             # newest first until the budget: "last", then two 100-character messages fit in 250
             assert sent == ["2" * 100, "3" * 100, "last"]
+
+
+async def test_regenerate_answers_the_same_message_again_with_another_model_and_the_room_sees_both(ai: Rig) -> None:
+    u, c, s = await room(ai, default_model_id="openai:gpt-a")
+    first = await u.call("POST", f"/conversations/{c['id']}/messages?wait=true", {"content": "compare us"})
+    reply, trigger = first.body["reply"], first.body["message"]
+    again = await u.call("POST", f"/conversations/{c['id']}/messages/{reply['id']}/regenerate?wait=true",
+                         {"model": "anthropic:claude-x"})
+    assert again.status == 201, again.body
+    assert again.body["reply_to"] == trigger["id"] and again.body["ai"]["model"] == "anthropic:claude-x"
+    second = again.body["reply"]
+    assert second["reply_to"] == trigger["id"] and second["id"] != reply["id"] and second["seq"] > reply["seq"]
+    assert second["model_used"] == "anthropic:claude-x" and second["status"] == "complete"
+    # Regenerating the user message itself, with no body: the room's chain again.
+    third = await u.call("POST", f"/conversations/{c['id']}/messages/{trigger['id']}/regenerate")
+    assert third.status == 201 and third.body["ai"]["model"] == "openai:gpt-a"
+    frames = await s.collect({"ai.done"}, lambda f: f["reply_id"] == third.body["ai"]["reply_id"], timeout=10)
+    assert {f["message"]["reply_to"] for f in frames} == {trigger["id"]}
+    page = (await u.call("GET", f"/conversations/{c['id']}/messages")).body["messages"]
+    assert len([m for m in page if m["reply_to"] == trigger["id"]]) == 3
+    assert (await u.call("POST", f"/conversations/{c['id']}/messages/999999/regenerate")).status == 404
+    bad = await u.call("POST", f"/conversations/{c['id']}/messages/{trigger['id']}/regenerate", {"model": "no:pe"})
+    assert bad.status == 422 and bad.body["error"]["code"] == "unknown_model"
+    stranger = await ai.client.user()
+    assert (await stranger.call("POST", f"/conversations/{c['id']}/messages/{trigger['id']}/regenerate")).status == 404
+    await s.close()
