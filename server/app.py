@@ -35,7 +35,7 @@ from .nodes import Nodes
 from .periodic import Periodic
 from .pricing import Pricing
 from .replies import Replies
-from .routing import Router
+from .routing import Router, Rule
 from .settings import Settings
 from .stats import ModelStats
 from .store import Store
@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> FrontDoor:
         # No connection cap here: each backend's concurrency is bounded by its own semaphore.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         registry = Registry(settings.default_model, default_concurrency=settings.provider_concurrency)
-        router = Router(registry)
+        router = Router(registry, {name: tuple(Rule(**r) for r in rules) for name, rules in settings.routing.items()})
         metrics = Metrics()
         hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
         pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})

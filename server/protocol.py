@@ -280,13 +280,15 @@ def budget_warning(budget: dict[str, Any], cid: int) -> dict[str, Any]:
 
 
 def ai_start(msg: Message, reply_id: str, model: str, tier: str, reply_to: int,
-             fallback_from: str | None) -> dict[str, Any]:
+             fallback_from: str | None, route_reason: str | None = None) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "type": "ai.start", "conversation_id": msg.conversation_id, "reply_id": reply_id,
         "message_id": msg.id, "seq": msg.seq, "model": model, "tier": tier, "reply_to": reply_to,
     }
     if fallback_from is not None:
         frame["fallback_from"] = fallback_from
+    if route_reason is not None:
+        frame["route_reason"] = route_reason
     return frame
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from providers.registry import Backend, ModelNotServed, Registry
@@ -42,36 +43,109 @@ class Choice:
     model: str
     tier: str
     fallbacks: tuple[tuple[str, str], ...] = ()  # (model, tier), in order
+    reason: str | None = None  # why `auto` chose this model
+
+
+AUTO = "auto"
+_CODE = re.compile(r"```|^\s{4}\S|\b(def|class|function|return|import|const|let|var|SELECT|#include)\b|[{};]\s*$",
+                   re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of an `auto` policy: its conditions (all must hold) and the model it picks."""
+
+    model: str
+    reason: str = ""
+    contains_code: bool | None = None
+    min_chars: int | None = None
+    max_chars: int | None = None
+    pattern: str | None = None
+
+    def holds(self, text: str) -> bool:
+        if self.contains_code is not None and bool(_CODE.search(text)) != self.contains_code:
+            return False
+        if self.min_chars is not None and len(text) < self.min_chars:
+            return False
+        if self.max_chars is not None and len(text) > self.max_chars:
+            return False
+        return self.pattern is None or re.search(self.pattern, text, re.I) is not None
+
+    def why(self) -> str:
+        if self.reason:
+            return self.reason
+        parts = [("contains code" if self.contains_code else "no code") if self.contains_code is not None else "",
+                 f"at least {self.min_chars} characters" if self.min_chars is not None else "",
+                 f"at most {self.max_chars} characters" if self.max_chars is not None else "",
+                 f"matches /{self.pattern}/" if self.pattern else ""]
+        return ", ".join(p for p in parts if p) or "default rule"
+
+
+def auto_route(text: str, rules: tuple[Rule, ...], usable: Callable[[str], bool]) -> tuple[str, str] | None:
+    """The first rule whose conditions hold and whose model is usable now: (model, reason)."""
+    for rule in rules:
+        if rule.holds(text) and usable(rule.model):
+            return rule.model, rule.why()
+    return None
 
 
 def choose(message_model: str | None, conversation_model: str | None, system_model: str,
-           message_tier: str = "message") -> Choice:
+           message_tier: str = "message", route: Callable[[str], tuple[str, str] | None] | None = None) -> Choice:
     """Message override, else conversation default, else system default; the rest are fallbacks
     (a lower tier naming a model already in the chain is no fallback). A message's model named
     by a mention of an alias reports the tier `mention`."""
     chain: list[tuple[str, str]] = []
     tiers = (message_tier, *TIERS[1:])
+    reasons: dict[str, str] = {}
     for model, tier in zip((message_model, conversation_model, system_model), tiers, strict=True):
+        if model and is_auto(model) and route is not None:
+            routed = route(model)
+            if routed is None:
+                continue  # no rule fits (or none is usable): the next tier answers
+            model, reasons[routed[0]] = routed
         if model and all(model != m for m, _ in chain):
             chain.append((model, tier))
     model, tier = chain[0]
-    return Choice(model, tier, tuple(chain[1:]))
+    return Choice(model, tier, tuple(chain[1:]), reasons.get(model))
+
+
+def is_auto(model_id: str) -> bool:
+    return model_id == AUTO or model_id.startswith(AUTO + ":")
 
 
 class Router:
     """The chain over the registry's current contents; the registry's lookups become `unknown_model`."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, policies: dict[str, tuple[Rule, ...]] | None = None) -> None:
         self.registry = registry
+        self.policies = policies or {}  # `auto:<name>` -> its rules; plain `auto` is "default"
 
     def check(self, model_id: str) -> None:
-        """Raise the contract's `unknown_model` unless the registry serves this id."""
-        if not self.registry.knows(model_id):
+        """Raise the contract's `unknown_model` unless the registry serves this id, or it names
+        a configured `auto` policy."""
+        if is_auto(model_id):
+            if self._policy(model_id) is None:
+                raise UnknownModel(model_id)
+        elif not self.registry.knows(model_id):
             raise UnknownModel(model_id)
 
     def choose(self, message_model: str | None, conversation_model: str | None,
-               message_tier: str = "message") -> Choice:
-        return choose(message_model, conversation_model, self.registry.default_model_id, message_tier)
+               message_tier: str = "message", text: str = "") -> Choice:
+        def route(auto_id: str) -> tuple[str, str] | None:
+            return auto_route(text, self._policy(auto_id) or (), self.usable)
+
+        return choose(message_model, conversation_model, self.registry.default_model_id, message_tier, route)
+
+    def usable(self, model_id: str) -> bool:
+        """Served, and (for a node) healthy at its last check."""
+        try:
+            backend, _ = self.registry.resolve(model_id)
+        except ModelNotServed:
+            return False
+        return backend.node is None or backend.node.healthy
+
+    def _policy(self, auto_id: str) -> tuple[Rule, ...] | None:
+        return self.policies.get(auto_id.partition(":")[2] or "default")
 
     def resolve(self, model_id: str) -> tuple[Backend, str]:
         try:

@@ -95,6 +95,7 @@ class Settings:
     aliases: dict[str, str] = field(default_factory=dict, hash=False)  # @alias -> model id (chat.toml [aliases])
     max_instructions_chars: int = 4000
     templates: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # chat.toml [templates.<name>]
+    routing: dict[str, list[dict[str, Any]]] = field(default_factory=dict, hash=False)  # [[routing.<policy>]] rules
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -226,6 +227,27 @@ def _templates(table: Mapping[str, Any], where: Any) -> dict[str, dict[str, Any]
     return out
 
 
+RULE_KEYS = frozenset({"model", "reason", "contains_code", "min_chars", "max_chars", "pattern"})
+
+
+def _routing(table: Mapping[str, Any], where: Any) -> dict[str, list[dict[str, Any]]]:
+    """chat.toml's [[routing.<policy>]] tables: ordered rules for the model id `auto:<policy>`
+    (`auto` alone is the policy named `default`)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, rules in table.items():
+        if not isinstance(rules, list) or not rules:
+            raise ValueError(f"[[routing.{name}]] in {where} must be a list of rules")
+        for rule in rules:
+            unknown = set(rule) - RULE_KEYS
+            if unknown or not isinstance(rule.get("model"), str):
+                raise ValueError(f"bad rule in [[routing.{name}]] in {where}: needs a model; "
+                                 f"unknown keys {sorted(unknown)}; known: {sorted(RULE_KEYS)}")
+            if "pattern" in rule:
+                re.compile(rule["pattern"])
+        out[str(name)] = [dict(r) for r in rules]
+    return out
+
+
 def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in env.get(key, "").split(",") if m.strip())
 
@@ -262,4 +284,5 @@ def load_settings(
     values["providers"] = _providers(toml, env)
     values["aliases"] = _aliases(toml.get("aliases") or {}, config_path)
     values["templates"] = _templates(toml.get("templates") or {}, config_path)
+    values["routing"] = _routing(toml.get("routing") or {}, config_path)
     return Settings(**values)

@@ -73,7 +73,10 @@ class Turn:
     listeners: list[Listener] = field(default_factory=list)
 
     def info(self) -> dict[str, Any]:
-        return protocol.ai_info(self.reply_id, self.choice.model, self.choice.tier)
+        info = protocol.ai_info(self.reply_id, self.choice.model, self.choice.tier)
+        if self.choice.reason:
+            info["route_reason"] = self.choice.reason
+        return info
 
 
 class Turns:
@@ -101,7 +104,7 @@ class Turns:
     def start(self, room: Room, trigger: Message, model: str | None, user: User, tier: str = "message") -> Turn:
         """Queue a reply to `trigger`; returns at once with the chosen model and tier (`tier`
         names what set a message's own model: its `model` field, or a mention)."""
-        choice = self.router.choose(model, room.default_model_id, tier)
+        choice = self.router.choose(model, room.default_model_id, tier, trigger.content)
         turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier)
         self.by_reply[turn.reply_id] = turn
         self.by_trigger.setdefault(trigger.id, turn)  # a regenerated reply leaves the first one found
@@ -193,7 +196,8 @@ class Turns:
         turn.message = msg
         turn.checkpointed = asyncio.get_running_loop().time()
         self._emit(turn, protocol.message(msg), seq=msg.seq)
-        self._emit(turn, protocol.ai_start(msg, turn.reply_id, turn.model, turn.tier, turn.trigger.id, None))
+        self._emit(turn, protocol.ai_start(msg, turn.reply_id, turn.model, turn.tier, turn.trigger.id, None,
+                                           turn.choice.reason))
         try:
             if turn.cancel_by is not None:
                 outcome: Outcome = ("cancelled", None, None, None)

@@ -101,3 +101,29 @@ async def test_templates_are_listed_and_a_conversation_made_from_one_takes_its_s
         assert (mine["ai_answers"], mine["mode"]) == ("all", "solo")  # explicit fields win
         r = await alice.call("POST", "/conversations", {"template": "nope", "title": "x"})
         assert r.status == 422 and r.body["error"]["details"]["field"] == "template"
+
+
+async def test_an_auto_room_sends_code_to_one_model_and_chat_to_another_with_the_reason(
+        database_url: str, http: Any) -> None:
+    async with FakeOpenAI() as oa, FakeAnthropic() as an:
+        providers = (
+            ProviderConfig("openai", "openai", "OpenAI", base_url=oa.base_url, models=("gpt-a",)),
+            ProviderConfig("anthropic", "anthropic", "Anthropic", base_url=an.base_url, api_key="k",
+                           models=("claude-x",)),
+        )
+        routing = {"default": [{"model": "anthropic:claude-x", "contains_code": True, "reason": "code"},
+                               {"model": "openai:gpt-a", "reason": "chit-chat"}]}
+        async with running_server(database_url, providers=providers, routing=routing) as srv:
+            u = await Client(http, srv.base_url, srv.ws_url).user()
+            assert (await u.call("POST", "/conversations", {"title": "x", "default_model_id": "auto:nope"})).status == 422
+            conv = await u.conversation(default_model_id="auto")
+            sock = await u.ws()
+            await sock.subscribe(conv["id"])
+            code = (await send(u, conv["id"], "fix this:\n```py\nprint(1/0)\n```"))["ai"]
+            assert (code["model"], code["tier"], code["route_reason"]) == ("anthropic:claude-x", "conversation", "code")
+            start = await sock.until("ai.start")
+            assert start["model"] == "anthropic:claude-x" and start["route_reason"] == "code"
+            await sock.until("ai.done")
+            chat = (await send(u, conv["id"], "how was your weekend?"))["ai"]
+            assert (chat["model"], chat["route_reason"]) == ("openai:gpt-a", "chit-chat")
+            await sock.close()

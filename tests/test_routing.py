@@ -7,7 +7,7 @@ import pytest
 from providers.echo import EchoProvider
 from providers.registry import Backend, Registry
 from server.errors import UnknownModel
-from server.routing import Router, address, choose
+from server.routing import Router, Rule, address, auto_route, choose
 
 
 def test_the_chain_picks_the_first_tier_that_names_a_model_and_keeps_the_rest_as_fallbacks() -> None:
@@ -72,3 +72,37 @@ def test_mentions_address_the_ai_and_an_alias_names_its_model(text: str, address
 def test_a_mention_sets_the_message_tier_as_mention_with_the_lower_tiers_as_fallbacks() -> None:
     c = choose("anthropic:claude-x", "echo:echo", "echo:echo", "mention")
     assert (c.model, c.tier, c.fallbacks) == ("anthropic:claude-x", "mention", (("echo:echo", "conversation"),))
+
+
+RULES = (
+    Rule("anthropic:claude-x", contains_code=True),
+    Rule("openai:big", min_chars=200, reason="long question"),
+    Rule("client:1:llama3.1", pattern=r"\bquick\b"),
+    Rule("openai:small"),
+)
+
+
+@pytest.mark.parametrize(("text", "model", "reason"), [
+    ("```py\nprint(1)\n```", "anthropic:claude-x", "contains code"),
+    ("def f(x):\n    return x", "anthropic:claude-x", "contains code"),
+    ("why is the sky blue? " * 20, "openai:big", "long question"),
+    ("a quick one: hi", "client:1:llama3.1", r"matches /\bquick\b/"),
+    ("hello", "openai:small", "default rule"),
+])
+def test_auto_routing_takes_the_first_rule_that_holds(text: str, model: str, reason: str) -> None:
+    assert auto_route(text, RULES, lambda m: True) == (model, reason)
+
+
+def test_auto_routing_skips_models_that_are_not_usable_now() -> None:
+    assert auto_route("```x```", RULES, lambda m: m != "anthropic:claude-x") == ("openai:small", "default rule")
+    down = {"anthropic:claude-x", "openai:small"}
+    assert auto_route("```x```", RULES, lambda m: m not in down) is None  # nothing usable: the next tier
+
+
+def test_auto_in_the_chain_reports_the_tier_that_named_it_and_why() -> None:
+    def route(auto_id: str) -> tuple[str, str] | None:
+        return auto_route("```code```", RULES, lambda m: True)
+
+    c = choose(None, "auto", "echo:echo", route=route)
+    assert (c.model, c.tier, c.reason, c.fallbacks) == ("anthropic:claude-x", "conversation", "contains code",
+                                                        (("echo:echo", "system"),))
