@@ -187,6 +187,8 @@ class Api:
         cmd = protocol.send_message(await read_json(request, self.limit), cid, self.settings)
         sent = await _node(request).send(user, cmd)
         out: dict[str, Any] = {"message": sent.message.wire(), "ai": sent.ai}
+        if sent.side_by_side:
+            out["ais"] = [t.info() for t in sent.side_by_side]
         if sent.duplicate:
             out["duplicate"] = True
         if sent.turn is not None and "text/event-stream" in request.headers.get("accept", ""):
@@ -194,6 +196,8 @@ class Api:
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if sent.turn is not None and request.query_params.get("wait") in ("true", "1"):
             out["reply"] = (await self._wait(sent.turn)).wire()
+            if sent.side_by_side:
+                out["replies"] = [(await self._wait(t)).wire() for t in sent.side_by_side]
         return json(out, 201)
 
     async def regenerate(self, request: Request) -> Response:

@@ -66,6 +66,7 @@ class Sent:
     turn: Turn | None
     ai: dict[str, Any] | None
     duplicate: bool
+    side_by_side: list[Turn] | None = None  # every reply when it asked several models
 
 
 class Node:
@@ -145,8 +146,9 @@ class Node:
         Order: a socket's pipelined sends are stored in the order this is called, because
         nothing here awaits before the writer takes the send (MessageWriter.insert's first
         step is synchronous). Keep it that way: an await above the insert reorders them."""
-        if cmd.model is not None:
-            self.router.check(cmd.model)
+        for model in (cmd.model,) if cmd.models is None else cmd.models:
+            if model is not None:
+                self.router.check(model)
         started = time.perf_counter()
         msg, room = await self.writer.insert(cmd.conversation_id, user, cmd.content, cmd.client_id)
         self.metrics.store_seconds.observe(time.perf_counter() - started)
@@ -161,6 +163,9 @@ class Node:
         to = address(cmd.content, self.settings.aliases)
         if cmd.ai is None and room.ai_answers == "mentions" and not to.addressed:
             return Sent(msg, None, None, False)
+        if cmd.models is not None:
+            turns = self.turns.start_side_by_side(room, msg, list(cmd.models), user)
+            return Sent(msg, turns[0], turns[0].info(), False, turns)
         model, tier = (cmd.model, "message") if cmd.model is not None else (to.model, "mention")
         turn = self.turns.start(room, msg, model, user, tier)
         return Sent(msg, turn, turn.info(), False)

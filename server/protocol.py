@@ -49,6 +49,7 @@ class SendMessage:
     model: str | None
     client_id: str | None
     ai: bool | None  # None: as the conversation's `ai_answers` says
+    models: tuple[str, ...] | None = None  # side by side: one reply per model
 
 @dataclass(frozen=True, slots=True)
 class Typing:
@@ -134,7 +135,25 @@ def send_message(body: dict[str, Any], conversation_id: int, settings: Settings)
         model=inputs.model_id(body, "model"),
         client_id=inputs.text(body, "client_id", max_chars=settings.max_client_id_chars, required=False),
         ai=inputs.boolean(body, "ai", None),
+        models=_side_by_side(body),
     )
+
+
+MAX_SIDE_BY_SIDE = 3
+
+
+def _side_by_side(body: dict[str, Any]) -> tuple[str, ...] | None:
+    value = body.get("models")
+    if value is None:
+        return None
+    if body.get("model") is not None:
+        raise Invalid("models", "give either model or models, not both")
+    if not isinstance(value, list) or not 2 <= len(value) <= MAX_SIDE_BY_SIDE:
+        raise Invalid("models", f"models must be a list of 2 to {MAX_SIDE_BY_SIDE} model ids")
+    ids = tuple(inputs.model_id({"models": m}, "models") or "" for m in value)
+    if len(set(ids)) != len(ids):
+        raise Invalid("models", "models must be different")
+    return ids
 
 
 def _conversation_id(frame: dict[str, Any]) -> int:
@@ -249,8 +268,11 @@ def ai_info(reply_id: str, model: str | None, tier: str | None) -> dict[str, Any
     return {"reply_id": reply_id, "model": model, "tier": tier}
 
 
-def message_ack(ref: Any, msg: Message, ai: dict[str, Any] | None, duplicate: bool) -> dict[str, Any]:
+def message_ack(ref: Any, msg: Message, ai: dict[str, Any] | None, duplicate: bool,
+                ais: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     ack = {"type": "message.ack", "ref": ref, "client_id": msg.client_id, "message": msg.wire(), "ai": ai}
+    if ais is not None:
+        ack["ais"] = ais  # side by side: every reply's; `ai` is the first
     if duplicate:
         ack["duplicate"] = True
     return ack

@@ -95,7 +95,7 @@ class Turns:
         self.window = settings.coalesce_ms / 1000.0
         self.by_reply: dict[str, Turn] = {}
         self.by_trigger: dict[int, Turn] = {}
-        self._queues: dict[int, list[tuple[int, int, Turn]]] = {}
+        self._queues: dict[int, list[tuple[int, int, list[Turn]]]] = {}  # a trigger's replies go together
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._order = 0
 
@@ -104,16 +104,25 @@ class Turns:
     def start(self, room: Room, trigger: Message, model: str | None, user: User, tier: str = "message") -> Turn:
         """Queue a reply to `trigger`; returns at once with the chosen model and tier (`tier`
         names what set a message's own model: its `model` field, or a mention)."""
-        choice = self.router.choose(model, room.default_model_id, tier, trigger.content)
-        turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier)
-        self.by_reply[turn.reply_id] = turn
-        self.by_trigger.setdefault(trigger.id, turn)  # a regenerated reply leaves the first one found
+        return self.start_side_by_side(room, trigger, [model], user, tier)[0]
+
+    def start_side_by_side(self, room: Room, trigger: Message, models: list[str | None], user: User,
+                           tier: str = "message") -> list[Turn]:
+        """Queue one reply per model to `trigger`; they stream at the same time, each its own
+        message, and end (or are cancelled) each on its own."""
+        turns = []
+        for model in models:
+            choice = self.router.choose(model, room.default_model_id, tier, trigger.content)
+            turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier)
+            self.by_reply[turn.reply_id] = turn
+            self.by_trigger.setdefault(trigger.id, turn)  # a regenerated reply leaves the first one found
+            turns.append(turn)
         self._order += 1
-        heapq.heappush(self._queues.setdefault(room.id, []), (trigger.seq, self._order, turn))
+        heapq.heappush(self._queues.setdefault(room.id, []), (trigger.seq, self._order, turns))
         if room.id not in self._workers:
             task = asyncio.get_running_loop().create_task(self._work(room.id), name=f"turns-{room.id}")
             self._workers[room.id] = task
-        return turn
+        return turns
 
     def for_trigger(self, message_id: int) -> Turn | None:
         return self.by_trigger.get(message_id)
@@ -157,27 +166,33 @@ class Turns:
         try:
             await asyncio.sleep(0)  # let sends racing this one enqueue, so seq order holds
             while queue:
-                _, _, turn = heapq.heappop(queue)
-                try:
-                    await self._run(turn)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    if not isinstance(e, Unavailable):
-                        log.exception("turn %s failed", turn.reply_id)
-                    if not turn.done.done():
-                        turn.done.set_exception(Unavailable(f"the AI turn failed: {e.__class__.__name__}"))
-                        turn.done.exception()  # retrieved: a waiting request raises it, nobody else must
-                finally:
-                    self.by_reply.pop(turn.reply_id, None)
-                    if self.by_trigger.get(turn.trigger.id) is turn:
-                        del self.by_trigger[turn.trigger.id]
-                    if not turn.done.done():
-                        turn.done.cancel()
+                _, _, turns = heapq.heappop(queue)
+                if len(turns) == 1:
+                    await self._run_one(turns[0])
+                else:  # side by side: at once; one failing or cancelled leaves the others
+                    await asyncio.gather(*(self._run_one(t) for t in turns))
         finally:
             del self._workers[cid]
             if not queue:
                 self._queues.pop(cid, None)
+
+    async def _run_one(self, turn: Turn) -> None:
+        try:
+            await self._run(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if not isinstance(e, Unavailable):
+                log.exception("turn %s failed", turn.reply_id)
+            if not turn.done.done():
+                turn.done.set_exception(Unavailable(f"the AI turn failed: {e.__class__.__name__}"))
+                turn.done.exception()  # retrieved: a waiting request raises it, nobody else must
+        finally:
+            self.by_reply.pop(turn.reply_id, None)
+            if self.by_trigger.get(turn.trigger.id) is turn:
+                del self.by_trigger[turn.trigger.id]
+            if not turn.done.done():
+                turn.done.cancel()
 
     async def _run(self, turn: Turn) -> None:
         s = self.settings

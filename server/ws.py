@@ -179,7 +179,8 @@ class SocketEndpoint:
         except Exception as e:
             conn.enqueue(error_frame(e, ref, node.metrics))
         else:
-            conn.enqueue(protocol.encode(protocol.message_ack(ref, sent.message, sent.ai, sent.duplicate)))
+            ais = [t.info() for t in sent.side_by_side] if sent.side_by_side else None
+            conn.enqueue(protocol.encode(protocol.message_ack(ref, sent.message, sent.ai, sent.duplicate, ais)))
 
     async def _dispatch(self, node: Node, conn: Connection, cmd: Command, ref: Any, typing: TokenBucket) -> None:
         if isinstance(cmd, Subscribe):

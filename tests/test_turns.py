@@ -448,3 +448,32 @@ async def test_regenerate_answers_the_same_message_again_with_another_model_and_
     stranger = await ai.client.user()
     assert (await stranger.call("POST", f"/conversations/{c['id']}/messages/{trigger['id']}/regenerate")).status == 404
     await s.close()
+
+
+async def test_side_by_side_replies_stream_at_once_each_its_own_message_and_cancelling_one_leaves_the_other(
+        ai: Rig) -> None:
+    ai.openai.tokens = ai.anthropic.tokens = [f"t{i} " for i in range(30)]
+    ai.openai.delay = ai.anthropic.delay = 0.02
+    u, c, s = await room(ai)
+    r = await u.send(c["id"], "compare", models=["openai:gpt-a", "anthropic:claude-x"])
+    assert r.status == 201 and [a["model"] for a in r.body["ais"]] == ["openai:gpt-a", "anthropic:claude-x"]
+    assert r.body["ai"] == r.body["ais"][0]
+    first, second = (a["reply_id"] for a in r.body["ais"])
+    frames = []
+    async with asyncio.timeout(10):
+        while len([f for f in frames if f["type"] == "ai.start"]) < 2:
+            frames.append(await s.recv())
+    await s.send({"type": "ai.cancel", "reply_id": first, "ref": "c"})
+    ends: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(10):
+        while len(ends) < 2:
+            f = await s.recv()
+            if f["type"] in ("ai.done", "ai.error"):
+                ends[f["reply_id"]] = f["message"]
+    assert ends[first]["status"] == "cancelled" and ends[second]["status"] == "complete"
+    assert ends[first]["seq"] != ends[second]["seq"] and ends[second]["model_used"] == "anthropic:claude-x"
+    assert ends[first]["reply_to"] == ends[second]["reply_to"] == r.body["message"]["id"]
+    for bad in ({"models": ["openai:gpt-a"]}, {"models": ["openai:gpt-a"] * 2},
+                {"models": ["openai:gpt-a", "anthropic:claude-x"], "model": "openai:gpt-a"}):
+        assert (await u.send(c["id"], "x", **bad)).status == 422, bad
+    await s.close()
