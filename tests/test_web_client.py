@@ -19,6 +19,7 @@ from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKENS = ["Hello", ",", " world", "!"]
+ALIASES = {"claude": "anthropic:claude-sonnet-4", "gpt": "openai:gpt-4o"}  # @claude, @gpt
 
 
 class Person:
@@ -112,7 +113,7 @@ async def rig(postgres_url: str, http: Any) -> AsyncIterator[Rig]:
                 ProviderConfig("anthropic", "anthropic", "Anthropic", base_url=an.base_url, api_key="ak-test",
                                models=("claude-sonnet-4", "claude-haiku-4")),
             )
-            async with running_server(database, providers=providers, provider_timeout_idle=2.0,
+            async with running_server(database, providers=providers, aliases=ALIASES, provider_timeout_idle=2.0,
                                       provider_timeout_first_token=2.0, echo_delay=0.01,
                                       node_check_interval=0.5, replay_cap=20) as srv:
                 client = Client(http, srv.base_url, srv.ws_url)
@@ -433,6 +434,180 @@ async def test_member_reads_settings_without_controls_and_a_forced_put_shows_403
     await owner_panel.locator("button.model-field").click()
     await alice.page.click(".picker button.model[data-model='openai:gpt-4o']")
     await panel.locator("dd.default-model[data-model='openai:gpt-4o']").wait_for()
+
+
+# -- 6b. answering when addressed: @ai, @alias, instructions ------------------------------------------
+
+
+async def test_in_a_mentions_only_group_a_plain_message_gets_no_ai_reply_and_an_at_ai_message_gets_one(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, title="Mentions only", ai_answers="mentions")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    hint = alice.page.locator(".composer .composer-hint")
+    await hint.locator("text=mention @ai to ask the AI").wait_for()
+    assert await hint.get_attribute("data-state") == "none"
+    await alice.send("lunch at noon?")  # Send works without a mention
+    for p in (alice, bob):
+        await p.page.wait_for_selector(".msg:not(.pending):not(.ai) .body:has-text('lunch at noon?')")
+    await alice.page.locator(".composer .input").fill("@ai where should we eat?")
+    await alice.page.locator(".composer .composer-hint[data-state=ai]:has-text('asks the AI (echo)')").wait_for()
+    await alice.page.locator(".composer .input").press("Enter")
+    for p in (alice, bob):
+        ai = await p.last_ai_done("where should we eat")
+        assert await ai.get_attribute("data-status") == "complete"
+        assert await ai.locator(".body").inner_text() == "Alice: @ai where should we eat?"  # echo
+        assert await p.page.locator(".msg.ai").count() == 1  # the plain message got none
+    assert await hint.get_attribute("data-state") == "none"  # the sent draft no longer mentions
+    stored = (await bob.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"]
+    assert [m["role"] for m in stored] == ["user", "user", "assistant"]
+    # A room whose AI answers every message shows no hint.
+    every = await group(alice, bob, title="Every message")
+    await alice.page.goto(web.srv.base_url + f"/#/c/{every['id']}")
+    await alice.page.reload()
+    await alice.page.wait_for_selector(f".conv.active[data-id='{every['id']}']")
+    assert await alice.page.locator(".composer .composer-hint").is_hidden()
+
+
+async def test_typing_at_cl_offers_claude_by_keyboard_and_its_reply_shows_the_mentioned_tier_with_the_alias(
+        web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, title="Ask a model", ai_answers="mentions")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    page = bob.page
+    box = page.locator(".composer .input")
+    menu = page.locator(".mention-menu")
+    options = menu.locator(".mention-option")
+    selected = menu.locator(".mention-option[aria-selected=true]")
+    # "@" offers @ai and every alias, with its model; Up/Down move (wrapping), Esc closes only the menu.
+    await box.press_sequentially("@")
+    await menu.wait_for(state="visible")
+    assert await options.all_inner_texts() == ["@ai\nthe AI · echo", "@claude\nclaude-sonnet-4", "@gpt\ngpt-4o"]
+    assert await selected.get_attribute("data-name") == "ai"
+    assert await box.get_attribute("aria-expanded") == "true"
+    for key, name in (("ArrowDown", "claude"), ("ArrowDown", "gpt"), ("ArrowDown", "ai"), ("ArrowUp", "gpt")):
+        await box.press(key)
+        assert await selected.get_attribute("data-name") == name
+    assert await box.get_attribute("aria-activedescendant") == "mention-gpt"
+    await box.press("Tab")  # Tab completes too
+    assert await box.input_value() == "@gpt "
+    await box.fill("")
+    await box.press_sequentially("@")
+    await box.press("Escape")
+    await menu.wait_for(state="hidden")
+    assert await box.input_value() == "@"
+    await box.fill("")
+    # "@cl" narrows to @claude; Enter completes it (and does not send).
+    await box.press_sequentially("what does @cl")
+    await menu.locator(".mention-option[data-name=claude]").wait_for()
+    assert await options.count() == 1
+    await page.screenshot(path=shot_path("mention-menu"))
+    await box.press("Enter")
+    await menu.wait_for(state="hidden")
+    assert await box.input_value() == "what does @claude "
+    await page.locator(".composer .composer-hint[data-state=alias]:has-text('@claude asks claude-sonnet-4')").wait_for()
+    await box.press_sequentially("think?")
+    await box.press("Enter")
+    for p in (alice, bob):
+        ai = await p.last_ai_done("what does @claude think?")
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
+        tier = ai.locator(".tier")
+        assert (await tier.get_attribute("data-tier"), await tier.inner_text()) == ("mention", "mentioned")
+        assert await tier.get_attribute("data-alias") == "claude"
+        assert await tier.get_attribute("title") == "Mentioned: @claude asked anthropic:claude-sonnet-4"
+    assert last_chat(web.anthropic)["model"] == "claude-sonnet-4"
+    await alice.page.screenshot(path=shot_path("mention-reply"))
+    await alice.page.reload()  # from history alone: the same tier and alias
+    ai = await alice.last_ai_done("what does @claude think?")
+    assert await ai.locator(".tier").get_attribute("title") == "Mentioned: @claude asked anthropic:claude-sonnet-4"
+
+
+async def test_owner_sets_answering_and_instructions_inline_a_member_reads_them_live_and_refusals_show_inline(
+        web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, title="House rules", ai_answers="mentions")
+    cid = conv["id"]
+    await asyncio.gather(alice.open(cid), bob.open(cid))
+    dialogs: list[str] = []
+    for p in (alice, bob):
+        p.page.on("dialog", lambda d: dialogs.append(d.message))
+        await p.page.click(".room-header [aria-label='Room settings']")
+    mine, theirs = alice.page.locator(".settings .ai-settings"), bob.page.locator(".settings .ai-settings")
+    assert await theirs.locator("dd.ai-answers").inner_text() == "Only when mentioned (@ai)"
+    assert await theirs.locator(".instructions-text").inner_text() == "None"
+    assert await theirs.locator("input, textarea, button").count() == 0  # read-only
+    assert await mine.locator("input[name=ai_answers][value=mentions]").is_checked()
+
+    # Instructions: typed with a counter, saved inline, and Bob's panel follows live.
+    text = "Answer in French.\nKeep it short."
+    await mine.locator("textarea[name=instructions]").fill(text)
+    assert await mine.locator(".counter").inner_text() == f"{len(text)} / 4,000"
+    await mine.locator("button.save-instructions").click()
+    await mine.locator(".form-ok:text('Saved.')").wait_for()
+    await theirs.locator(".instructions-text:not(.none)").wait_for()
+    assert await theirs.locator(".instructions-text").inner_text() == text
+    # Answering applies at once; Bob's panel and composer hint follow.
+    await mine.locator("input[name=ai_answers][value=all]").click()
+    await theirs.locator("dd.ai-answers:text('Every message')").wait_for()
+    await bob.page.locator(".composer .composer-hint").wait_for(state="hidden")
+    stored = (await alice.user.call("GET", f"/conversations/{cid}")).body
+    assert (stored["ai_answers"], stored["instructions"]) == ("all", text)
+    await bob.page.screenshot(path=shot_path("settings-ai-member"))
+
+    # Too long: the counter warns, the server's 422 shows inline, nothing changes.
+    await mine.locator("textarea[name=instructions]").fill("x" * 4001)
+    assert await mine.locator(".counter.over").inner_text() == "4,001 / 4,000"
+    await mine.locator("button.save-instructions").click()
+    await mine.locator(".form-error:text('instructions must be at most 4000 characters')").wait_for()
+    await alice.page.screenshot(path=shot_path("settings-ai-owner-error"))
+    assert (await alice.user.call("GET", f"/conversations/{cid}")).body["instructions"] == text
+    # Clear sends null.
+    await mine.locator("button.clear-instructions").click()
+    await theirs.locator(".instructions-text.none:text('None')").wait_for()
+    assert (await alice.user.call("GET", f"/conversations/{cid}")).body["instructions"] is None
+    assert await mine.locator("textarea[name=instructions]").input_value() == ""
+
+    # Bob forces a change through the app's own call: the 403 shows in the AI section.
+    await bob.page.evaluate(f"chatApp.actions.updateAiSettings({cid}, {{instructions: 'mine now', ai_answers: 'mentions'}})")
+    await theirs.locator(".form-error:text('Not allowed: only the owner may change settings')").wait_for()
+    stored = (await alice.user.call("GET", f"/conversations/{cid}")).body
+    assert (stored["ai_answers"], stored["instructions"]) == ("all", None)
+    assert dialogs == []
+
+
+async def test_the_new_group_form_answers_only_mentions_by_default_and_takes_optional_instructions(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    await alice.open()
+    page = alice.page
+    dialog = page.locator("dialog.create")
+    answers = dialog.locator("fieldset.answers")
+    created: list[dict[str, Any]] = []
+    for title, choice, instructions in (("Quiet group", None, "Be brief."), ("Chatty group", "all", "")):
+        await page.click(".new-conversation")
+        await dialog.locator("input[name=title]").fill(title)
+        await dialog.locator("input[value=solo]").check()
+        assert await answers.is_hidden()  # solo answers everything
+        await dialog.locator("input[value=group]").check()
+        await answers.wait_for(state="visible")
+        assert await answers.locator("input[value=mentions]").is_checked()
+        await dialog.locator("input[name=people]").fill(bob.name)
+        if choice:
+            await answers.locator(f"input[value={choice}]").check()
+        if instructions:
+            await dialog.locator("summary:text('Instructions for the AI (optional)')").click()
+            await dialog.locator("textarea[name=instructions]").fill(instructions)
+            assert await dialog.locator(".counter").inner_text() == f"{len(instructions)} / 4,000"
+            await page.screenshot(path=shot_path("create-group-ai"))
+        await dialog.locator("button[type=submit]").click()
+        await dialog.wait_for(state="hidden")
+        await page.wait_for_selector(f".room-title:text('{title}')")
+        cid = await page.evaluate("chatApp.store.activeId")
+        created.append((await alice.user.call("GET", f"/conversations/{cid}")).body)
+    assert [(c["ai_answers"], c["instructions"]) for c in created] == [("mentions", "Be brief."), ("all", None)]
+    assert await page.locator(".composer .composer-hint").is_hidden()  # the chatty one answers everything
 
 
 # -- 2. conversations -------------------------------------------------------------------------------

@@ -112,20 +112,26 @@ const actions = {
     socket.typing(cid, state);
   },
 
-  /** PUT /conversations/{id}; a refusal (403, unknown_model, conflict) shows in the settings panel. */
-  async updateConversation(cid, changes, fromForm = false) {
-    store.setNotice("settings", null);
-    store.setNotice("settings-ok", null);
+  /** PUT /conversations/{id}; a refusal (403, unknown_model, conflict) shows in the settings panel.
+   * `where` names the panel's section whose notice shows the outcome: "settings" (the main form)
+   * or "settings-ai" (AI answers and instructions). */
+  async updateConversation(cid, changes, fromForm = false, where = "settings") {
+    for (const key of ["settings", "settings-ok", "settings-ai", "settings-ai-ok"]) store.setNotice(key, null);
     try {
       const conv = await api.updateConversation(cid, changes);
       store.putConversation(conv);
-      if (fromForm) store.setNotice("settings-ok", "Saved.");
+      if (fromForm) store.setNotice(`${where}-ok`, "Saved.");
       return true;
     } catch (e) {
-      if (!settings.isOpen) settings.open(cid);
-      store.setNotice("settings", describe(e));
+      if (settings.openFor !== cid) settings.open(cid);
+      store.setNotice(where, describe(e));
       return false;
     }
+  },
+
+  /** The AI section of the settings panel: `ai_answers` and/or `instructions` (null clears them). */
+  updateAiSettings(cid, changes) {
+    return actions.updateConversation(cid, changes, true, "settings-ai");
   },
 
   async addPeople(cid, usernames) {

@@ -227,7 +227,8 @@ export class Store {
 
   queueSend(cid, content, model) {
     const client_id = `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-    const item = { client_id, cid, content, model: model || null, created_at: new Date().toISOString(), error: null };
+    // A message routed to a model asks the AI, even where the AI answers only mentions.
+    const item = { client_id, cid, content, model: model || null, ai: model ? true : null, created_at: new Date().toISOString(), error: null };
     this.outbox.set(client_id, item);
     this.saveOutbox();
     this.emit("outbox", cid);

@@ -129,3 +129,42 @@ export function when(iso) {
   if (!iso) return "";
   return new Date(iso).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
+
+/** How a conversation's AI answers (`ai_answers`), in words. */
+export const AI_ANSWERS_LABEL = { all: "Every message", mentions: "Only when mentioned (@ai)" };
+
+/** The server's limit on a conversation's `instructions` (README: up to 4,000 characters). */
+export const MAX_INSTRUCTIONS = 4000;
+
+/** A textarea for a room's instructions with a live "n / 4000" counter. Not capped with
+ * maxlength: the counter turns red past the limit and the server's 422 says the rest. */
+export function instructionsField(value, { name = "instructions", rows = 4 } = {}) {
+  const counter = h("span.counter", { "aria-live": "polite" });
+  const textarea = h("textarea", {
+    name, rows, placeholder: "e.g. Answer in French. Keep replies short.",
+    "aria-label": "Instructions for the AI", oninput: () => update(),
+  });
+  textarea.value = value || "";
+  function update() {
+    const n = textarea.value.length;
+    counter.textContent = `${n.toLocaleString("en-US")} / ${MAX_INSTRUCTIONS.toLocaleString("en-US")}`;
+    counter.classList.toggle("over", n > MAX_INSTRUCTIONS);
+    counter.classList.toggle("near", n <= MAX_INSTRUCTIONS && n > MAX_INSTRUCTIONS * 0.9);
+    counter.dataset.count = String(n);
+  }
+  update();
+  return { textarea, counter, update };
+}
+
+/** Who a message's text addresses, by the server's rule (server/routing.py `address`): `@ai`
+ * or `@<alias>` anywhere, not inside an email address, any case, trailing dots and dashes
+ * being punctuation; the first alias mentioned names the model. */
+export function mentionsIn(text, aliases) {
+  let addressed = false;
+  for (const m of (text || "").matchAll(/(?<![\w@])@([A-Za-z0-9_][A-Za-z0-9_.-]{0,31})/g)) {
+    const name = m[1].replace(/[.-]+$/, "").toLowerCase();
+    if (Object.hasOwn(aliases, name)) return { addressed: true, alias: name, model: aliases[name] };
+    addressed = addressed || name === "ai";
+  }
+  return { addressed, alias: null, model: null };
+}

@@ -2,7 +2,7 @@
 // its text lives in one Text node that deltas are appended to (no re-render per token).
 
 import { renderMarkdown } from "../markdown.js";
-import { avatar, clock, count, displayName, duration, h, modelName, replace, TIER_LABEL, usd, when } from "./dom.js";
+import { avatar, clock, count, displayName, duration, h, mentionsIn, modelName, replace, TIER_LABEL, usd, when } from "./dom.js";
 
 const STATUS_LABEL = { cancelled: "Cancelled", error: "Error", interrupted: "Interrupted", streaming: "Streaming" };
 
@@ -60,7 +60,13 @@ function aiChips(msg, store) {
   const chips = [];
   const model = msg.model_used;
   chips.push(h("span.chip.model-chip", { title: model || "", dataset: { model: model || "" } }, `AI • ${modelName(model, store)}`));
-  if (msg.tier) chips.push(h("span.tag.tier", { dataset: { tier: msg.tier }, title: `chosen by the ${msg.tier} tier` }, TIER_LABEL[msg.tier] || msg.tier));
+  if (msg.tier === "mention") {
+    const alias = mentionAlias(msg, store);
+    const title = alias ? `Mentioned: @${alias} asked ${model}` : `Mentioned: an @alias in the message asked ${model}`;
+    chips.push(h("span.tag.tier", { dataset: { tier: msg.tier, alias: alias || "" }, title, "aria-label": title }, TIER_LABEL.mention));
+  } else if (msg.tier) {
+    chips.push(h("span.tag.tier", { dataset: { tier: msg.tier }, title: `chosen by the ${msg.tier} tier` }, TIER_LABEL[msg.tier] || msg.tier));
+  }
   if (msg.fallback_from) chips.push(h("span.tag.fallback", { title: `${msg.fallback_from} failed before its first token` }, `fallback from ${modelName(msg.fallback_from, store)}`));
   const status = msg.status;
   if (status === "complete") {
@@ -74,6 +80,17 @@ function aiChips(msg, store) {
   const hint = usageHint(msg);
   if (hint) chips.push(hint);
   return chips;
+}
+
+/** Which alias routed a `mention` reply: the one its trigger message mentions when that is
+ * loaded (the server's rule), else the one alias naming the reply's model; null if unknown. */
+function mentionAlias(msg, store) {
+  const aliases = store.models?.aliases || {};
+  const trigger = msg.reply_to != null ? store.message(msg.conversation_id, msg.reply_to) : null;
+  const said = trigger ? mentionsIn(trigger.content, aliases) : null;
+  if (said?.alias && said.model === msg.model_used) return said.alias;
+  const named = Object.keys(aliases).filter((a) => aliases[a] === msg.model_used);
+  return named.length === 1 ? named[0] : null;
 }
 
 /** A finished reply's cost and tokens, quietly: "$0.0012 · 340 tok" ("est." when counted by

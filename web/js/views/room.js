@@ -1,10 +1,12 @@
 // The open conversation: header (title, presence, model, settings), the message list,
-// the live status line, and the composer with Route and Send/Stop.
+// the live status line, and the composer with Route, @mention completion and Send/Stop.
 
-import { avatar, displayName, h, modelName, replace, speedText, TIER_LABEL, when } from "./dom.js";
+import { avatar, displayName, h, mentionsIn, modelName, replace, speedText, TIER_LABEL, when } from "./dom.js";
 import { fillRow, groupRow, messageRow } from "./message.js";
 
 const TYPING_EVERY_MS = 2500;
+/** An @mention being typed just before the caret (not inside an email address). */
+const MENTION_AT_CARET = /(?:^|[^\w@])@([A-Za-z0-9_.-]{0,32})$/;
 
 export class RoomView {
   constructor(store, actions, picker) {
@@ -22,9 +24,9 @@ export class RoomView {
     store.on("delta", (d) => d.cid === this.cid && this.append(d.id, d.text));
     store.on("outbox", (cid) => cid === this.cid && this.renderPending());
     store.on("live", (cid) => cid === this.cid && this.renderLive());
-    store.on("conv", (cid) => cid === this.cid && this.renderHeader());
-    store.on("models", () => this.cid && this.renderHeader());
-    store.on("route", () => this.cid && (this.renderRoute(), this.renderHeader()));
+    store.on("conv", (cid) => cid === this.cid && (this.renderHeader(), this.renderHint()));
+    store.on("models", () => this.cid && (this.renderHeader(), this.renderHint()));
+    store.on("route", () => this.cid && (this.renderRoute(), this.renderHeader(), this.renderHint()));
     store.on("history", (cid) => cid === this.cid && this.renderHistory());
     store.on("notice", (key) => key === "composer" && this.renderNotice());
     store.on("warnings", () => this.cid && this.renderWarnings());
@@ -61,10 +63,18 @@ export class RoomView {
 
     this.routeChip = h("div.route-chip", { hidden: true });
     this.notice = h("div.composer-notice", { hidden: true, role: "alert" });
+    this.hint = h("div.composer-hint", { hidden: true, "aria-live": "polite" });
+    this.mention = null; // the open @mention menu: {start, end, options, index}
+    this.mentionMenu = h("ul.mention-menu", { id: "mention-menu", role: "listbox", "aria-label": "Mention", hidden: true });
     this.input = h("textarea.input", {
       rows: 1, placeholder: "Message", "aria-label": "Message",
+      "aria-autocomplete": "list", "aria-controls": "mention-menu", "aria-expanded": "false",
       oninput: () => this.onInput(),
+      onclick: () => this.updateMention(),
+      onkeyup: (e) => ["ArrowLeft", "ArrowRight", "Home", "End"].includes(e.key) && this.updateMention(),
+      onblur: () => this.closeMention(),
       onkeydown: (e) => {
+        if (this.mention && this.mentionKey(e)) return;
         if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
           e.preventDefault();
           this.submit();
@@ -77,8 +87,8 @@ export class RoomView {
     }, route(), h("span.label", "Route"));
     this.sendBtn = h("button.send", { type: "submit" }, "Send");
     this.composer = h("form.composer", { onsubmit: (e) => { e.preventDefault(); this.submit(); } },
-      this.routeChip, this.notice,
-      h("div.composer-row", this.routeBtn, this.input, this.sendBtn));
+      this.routeChip, this.notice, this.hint,
+      h("div.composer-box", this.mentionMenu, h("div.composer-row", this.routeBtn, this.input, this.sendBtn)));
 
     this.main = h("section.room", { hidden: true },
       this.header, this.warnings, h("div.scroll-wrap", this.scroller, this.pill), this.status, this.composer);
@@ -119,6 +129,8 @@ export class RoomView {
     this.renderHistory();
     this.renderNotice();
     this.renderWarnings();
+    this.closeMention();
+    this.renderHint();
     this.toBottom(true);
     if (matchMedia("(min-width: 721px)").matches) this.input.focus();
   }
@@ -419,6 +431,8 @@ export class RoomView {
     this.autosize();
     this.store.setDraft(this.cid, this.input.value);
     this.renderSend();
+    this.updateMention();
+    this.renderHint();
     if (this.store.notices.has("composer")) this.store.setNotice("composer", null);
     const now = Date.now();
     if (this.input.value.trim()) {
@@ -453,7 +467,112 @@ export class RoomView {
     this.store.setRoute(null);
     this.autosize();
     this.renderSend();
+    this.closeMention();
+    this.renderHint();
     this.toBottom(true);
+  }
+
+  // -- @mentions -------------------------------------------------------------------------
+
+  /** What `@` offers here: @ai (the room's model), then every alias from GET /ai/models. */
+  mentionOptions() {
+    const { store } = this;
+    const eff = store.effectiveModel(this.cid);
+    const aliases = Object.entries(store.models?.aliases || {}).sort(([a], [b]) => a.localeCompare(b));
+    return [
+      { name: "ai", model: eff.id, detail: `the AI · ${modelName(eff.id, store)}` },
+      ...aliases.filter(([name]) => name !== "ai").map(([name, id]) => ({ name, model: id, detail: modelName(id, store) })),
+    ];
+  }
+
+  /** Open, filter or close the menu from the text before the caret. */
+  updateMention() {
+    const el = this.input;
+    const conv = this.store.conversations.get(this.cid);
+    const pos = el.selectionStart;
+    const m = conv?.with_ai && pos === el.selectionEnd ? el.value.slice(0, pos).match(MENTION_AT_CARET) : null;
+    if (!m) { this.closeMention(); return; }
+    const q = m[1].toLowerCase();
+    const options = this.mentionOptions().filter((o) => o.name.startsWith(q));
+    if (!options.length) { this.closeMention(); return; }
+    const prev = this.mention?.options[this.mention.index]?.name;
+    const index = Math.max(0, options.findIndex((o) => o.name === prev));
+    this.mention = { start: pos - m[1].length - 1, end: pos, options, index };
+    this.renderMention();
+  }
+
+  renderMention() {
+    const mm = this.mention;
+    this.mentionMenu.hidden = !mm;
+    this.input.setAttribute("aria-expanded", String(!!mm));
+    if (!mm) { this.input.removeAttribute("aria-activedescendant"); replace(this.mentionMenu); return; }
+    replace(this.mentionMenu, mm.options.map((o, i) => h("li.mention-option", {
+      id: `mention-${o.name}`, role: "option", "aria-selected": String(i === mm.index),
+      dataset: { name: o.name, model: o.model || "" }, title: o.model || "",
+      onmousedown: (e) => { e.preventDefault(); mm.index = i; this.completeMention(); },
+    }, h("strong", `@${o.name}`), h("span.muted", o.detail))));
+    this.input.setAttribute("aria-activedescendant", `mention-${mm.options[mm.index].name}`);
+    this.mentionMenu.children[mm.index]?.scrollIntoView({ block: "nearest" });
+  }
+
+  /** Keys while the menu is open; true when the key was the menu's. */
+  mentionKey(e) {
+    const mm = this.mention;
+    const n = mm.options.length;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      mm.index = (mm.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n;
+      this.renderMention();
+    } else if ((e.key === "Enter" && !e.shiftKey && !e.isComposing) || (e.key === "Tab" && !e.shiftKey)) {
+      this.completeMention();
+    } else if (e.key === "Escape") {
+      this.closeMention();
+      e.stopPropagation(); // Esc closes the menu only, not the settings panel or the picker
+    } else return false;
+    e.preventDefault();
+    return true;
+  }
+
+  /** Replace the partial "@cl" with "@claude " and put the caret after it. */
+  completeMention() {
+    const mm = this.mention;
+    if (!mm) return;
+    const el = this.input;
+    const space = /^\s/.test(el.value.slice(mm.end)) ? "" : " ";
+    el.setRangeText(`@${mm.options[mm.index].name}${space}`, mm.start, mm.end, "end");
+    if (!space) el.setSelectionRange(el.selectionStart + 1, el.selectionStart + 1);
+    this.closeMention();
+    this.onInput();
+  }
+
+  closeMention() {
+    if (!this.mention && this.mentionMenu.hidden) return;
+    this.mention = null;
+    this.renderMention();
+  }
+
+  /** In a room whose AI answers only mentions: a quiet line saying so, and who a mention in
+   * the draft will ask. A routed message is sent with `ai: true`, so it is answered too. */
+  renderHint() {
+    const { store } = this;
+    const conv = store.conversations.get(this.cid);
+    const show = !!conv?.with_ai && conv.ai_answers === "mentions";
+    this.hint.hidden = !show;
+    if (!show) { replace(this.hint); return; }
+    const to = mentionsIn(this.input.value, store.models?.aliases || {});
+    let state = "none";
+    let text = ["The AI answers only when mentioned: ", h("strong", "mention @ai to ask the AI"), "."];
+    if (store.route) {
+      state = "route";
+      text = [h("strong", modelName(store.route, store)), " will answer this message (routed)."];
+    } else if (to.alias) {
+      state = "alias";
+      text = [h("strong", `@${to.alias}`), ` asks ${modelName(to.model, store)}.`];
+    } else if (to.addressed) {
+      state = "ai";
+      text = [h("strong", "@ai"), ` asks the AI (${modelName(store.effectiveModel(this.cid).id, store)}).`];
+    }
+    this.hint.dataset.state = state;
+    replace(this.hint, text);
   }
 }
 

@@ -1,7 +1,10 @@
-// The room settings panel: everyone reads title, mode, AI and default model; only the
-// owner gets controls. Errors (403, unknown_model, conflicts) show inline.
+// The room settings panel: everyone reads title, mode, AI, default model, how the AI answers
+// (every message or only mentions) and the owner's instructions; only the owner gets
+// controls. Errors (403, unknown_model, conflicts, 422) show inline.
 
-import { avatar, displayName, h, modelName, replace } from "./dom.js";
+import { AI_ANSWERS_LABEL, avatar, displayName, h, instructionsField, modelName, replace } from "./dom.js";
+
+const NOTICES = new Set(["settings", "settings-ok", "settings-ai", "settings-ai-ok"]);
 
 export class SettingsPanel {
   constructor(store, actions, picker) {
@@ -13,7 +16,7 @@ export class SettingsPanel {
     store.on("conv", (cid) => cid === this.openFor && this.render());
     store.on("models", () => this.openFor && this.render());
     store.on("live", (cid) => cid === this.openFor && this.renderPeople());
-    store.on("notice", (key) => (key === "settings" || key === "settings-ok") && this.renderNotice());
+    store.on("notice", (key) => NOTICES.has(key) && this.renderNotice());
     store.on("active", () => this.close());
   }
 
@@ -28,8 +31,7 @@ export class SettingsPanel {
   open(cid) {
     if (!cid) return;
     this.openFor = cid;
-    this.store.setNotice("settings", null);
-    this.store.setNotice("settings-ok", null);
+    for (const key of NOTICES) this.store.setNotice(key, null);
     this.el.hidden = false;
     document.body.classList.add("settings-open");
     this.render();
@@ -45,7 +47,7 @@ export class SettingsPanel {
     const { store } = this;
     const conv = store.conversations.get(this.openFor);
     if (!conv) { this.close(); return; }
-    if (this.el.contains(document.activeElement) && document.activeElement.matches("input[type=text], input:not([type])")) {
+    if (this.el.contains(document.activeElement) && document.activeElement.matches("input[type=text], input:not([type]), textarea")) {
       // Someone else changed the room while the owner types: keep their edit, refresh the rest.
       this.renderPeople();
       return;
@@ -58,6 +60,9 @@ export class SettingsPanel {
     this.notice = h("div.form-error", { role: "alert", hidden: true });
     this.ok = h("div.form-ok", { role: "status", hidden: true });
     this.people = h("ul.people");
+    this.aiNotice = h("div.form-error", { role: "alert", hidden: true });
+    this.aiOk = h("div.form-ok", { role: "status", hidden: true });
+    const refocus = document.activeElement?.matches?.(".settings input[name=ai_answers]");
 
     let body;
     if (owner) {
@@ -91,6 +96,7 @@ export class SettingsPanel {
         h("label.check", withAi, h("span", "AI replies to messages")),
         h("div.field", h("span", "Default model"), modelBtn),
         h("div.form-actions", h("button.primary", { type: "submit" }, "Save changes"))),
+        this.aiOwnerSection(conv),
         h("h3", "People"),
         this.people,
         h("form.add-people", {
@@ -110,6 +116,7 @@ export class SettingsPanel {
           h("dt", "Default model"), h("dd.default-model", { dataset: { model: defaultModel || "" } },
             defaultModel ? modelName(defaultModel, store) : `Server default (${modelName(sysDefault, store)})`)),
         h("p.muted.small.owner-note", `Only ${displayName(ownerUser)} (the owner) can change these.`),
+        this.aiMemberSection(conv),
         h("h3", "People"),
         this.people,
         h("button.danger.leave", { type: "button", onclick: () => this.actions.leave(conv.id) }, "Leave conversation"),
@@ -121,6 +128,54 @@ export class SettingsPanel {
       this.notice, this.ok, body);
     this.renderPeople();
     this.renderNotice();
+    if (refocus) this.el.querySelector("input[name=ai_answers]:checked")?.focus();
+  }
+
+  /** The owner's AI section: answering applies at once; instructions have Save and Clear. */
+  aiOwnerSection(conv) {
+    const cid = conv.id;
+    const answers = conv.ai_answers || "all";
+    const radio = (value) => h("label.check",
+      h("input", {
+        type: "radio", name: "ai_answers", value, checked: value === answers,
+        onchange: (e) => e.target.checked && this.actions.updateAiSettings(cid, { ai_answers: value }),
+      }),
+      h("span", AI_ANSWERS_LABEL[value]));
+    const field = instructionsField(conv.instructions);
+    const clear = h("button.clear-instructions", {
+      type: "button", disabled: !conv.instructions,
+      onclick: () => { field.textarea.value = ""; field.update(); this.actions.updateAiSettings(cid, { instructions: null }); },
+    }, "Clear");
+    return h("section.ai-settings", { dataset: { answers } },
+      h("h3", "AI in this room"),
+      h("fieldset.answers", h("legend", "AI answers"), radio("all"), radio("mentions"),
+        h("p.muted.small", "Mentions: @ai, or @ and a model's alias to ask that model.")),
+      h("form.instructions-form", {
+        novalidate: true,
+        onsubmit: (e) => {
+          e.preventDefault();
+          const text = field.textarea.value;
+          this.actions.updateAiSettings(cid, { instructions: text.trim() ? text : null });
+        },
+      },
+      h("label.field", h("span", "Instructions for the AI"), field.textarea),
+      h("div.instructions-meta", h("span.muted.small", "Sent to the AI with every turn; everyone here can read them."), field.counter),
+      h("div.form-actions", h("button.primary.save-instructions", { type: "submit" }, "Save instructions"), clear)),
+      this.aiNotice, this.aiOk);
+  }
+
+  /** What a member reads: how the AI answers and the owner's instructions, word for word. */
+  aiMemberSection(conv) {
+    const answers = conv.ai_answers || "all";
+    return h("section.ai-settings", { dataset: { answers } },
+      h("h3", "AI in this room"),
+      h("dl.readonly",
+        h("dt", "AI answers"), h("dd.ai-answers", { dataset: { answers } }, AI_ANSWERS_LABEL[answers] || answers)),
+      h("div.instructions-label.muted.small", "Instructions for the AI"),
+      conv.instructions
+        ? h("div.instructions-text", conv.instructions)
+        : h("div.instructions-text.none.muted", "None"),
+      this.aiNotice, this.aiOk);
   }
 
   renderPeople() {
@@ -147,5 +202,10 @@ export class SettingsPanel {
     const ok = this.store.notices.get("settings-ok");
     this.ok.hidden = !ok;
     this.ok.textContent = ok || "";
+    for (const [el, key] of [[this.aiNotice, "settings-ai"], [this.aiOk, "settings-ai-ok"]]) {
+      const text = this.store.notices.get(key);
+      el.hidden = !text;
+      el.textContent = text || "";
+    }
   }
 }

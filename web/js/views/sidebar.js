@@ -1,7 +1,7 @@
 // The conversation list (most recent activity first, unread counts), the signed-in
 // user, and the "new conversation" dialog.
 
-import { avatar, displayName, h, replace, shortTime } from "./dom.js";
+import { AI_ANSWERS_LABEL, avatar, displayName, h, instructionsField, replace, shortTime } from "./dom.js";
 
 export class Sidebar {
   constructor(store, actions) {
@@ -88,6 +88,16 @@ export class Sidebar {
       h("input", { type: "radio", name: "mode", value, checked: value === "solo", onchange: () => this.modeChanged() }),
       h("span", h("strong", label), h("span.muted.small", hint)));
     this.peopleRow = h("label.field", { hidden: true }, h("span", "Participants"), f.people);
+    // A group's AI answers only mentions unless asked otherwise (the server's default too).
+    const answer = (value) => h("label.check",
+      h("input", { type: "radio", name: "ai_answers", value, checked: value === "mentions" }),
+      h("span", AI_ANSWERS_LABEL[value]));
+    this.answersRow = h("fieldset.answers", { hidden: true }, h("legend", "The AI answers"), answer("mentions"), answer("all"));
+    f.instructions = instructionsField("", { rows: 3 });
+    this.instructionsRow = h("details.instructions-row",
+      h("summary", "Instructions for the AI (optional)"),
+      f.instructions.textarea,
+      h("div.instructions-meta", h("span.muted.small", "Sent with every turn; everyone in the room can read them."), f.instructions.counter));
     this.dialog = h("dialog.create",
       h("form", {
         method: "dialog",
@@ -101,6 +111,8 @@ export class Sidebar {
         mode("group", "Group", "Any number of people")),
       this.peopleRow,
       h("label.check", f.ai, h("span", "AI replies to messages")),
+      this.answersRow,
+      this.instructionsRow,
       f.error,
       h("div.dialog-actions",
         h("button", { type: "button", onclick: () => this.dialog.close() }, "Cancel"),
@@ -111,12 +123,18 @@ export class Sidebar {
   modeChanged() {
     const mode = this.dialog.querySelector("input[name=mode]:checked").value;
     this.peopleRow.hidden = mode === "solo";
+    this.answersRow.hidden = mode !== "group";
     this.form.people.placeholder = mode === "partner" ? "their username" : "usernames, separated by commas";
   }
 
   openCreate() {
     this.form.title.value = "";
     this.form.people.value = "";
+    this.form.instructions.textarea.value = "";
+    this.form.instructions.update();
+    this.instructionsRow.open = false;
+    this.modeChanged();
+    this.dialog.querySelector("input[name=ai_answers][value=mentions]").checked = true;
     this.store.setNotice("create", null);
     this.dialog.showModal();
     this.form.title.focus();
@@ -127,6 +145,9 @@ export class Sidebar {
     const people = this.form.people.value.split(/[\s,]+/).map((s) => s.replace(/^@/, "")).filter(Boolean);
     const body = { title: this.form.title.value.trim(), mode, with_ai: this.form.ai.checked };
     if (mode !== "solo") body.participant_usernames = people;
+    if (mode === "group") body.ai_answers = this.dialog.querySelector("input[name=ai_answers]:checked").value;
+    const instructions = this.form.instructions.textarea.value;
+    if (instructions.trim()) body.instructions = instructions;
     const ok = await this.actions.createConversation(body);
     if (ok) this.dialog.close();
   }
