@@ -205,9 +205,9 @@ def new_conversation(body: dict[str, Any], settings: Settings) -> NewConversatio
         if template is None:
             raise Invalid("template", f"no template {name!r}", known=sorted(settings.templates))
         fields = {k: v for k, v in template.items() if k not in ("label", "title_prefix")}
-        body = {**fields, **body, "title": (template.get("title_prefix") or "") + (body.get("title") or
-                                                                                  template.get("title") or
-                                                                                  template.get("label") or name)}
+        title = text(body, "title", max_chars=settings.max_title_chars, required=False, strip=True)
+        title = title or template.get("title") or template.get("label") or name
+        body = {**fields, **body, "title": (template.get("title_prefix") or "") + title}
     kind = mode(body, "solo")
     return NewConversation(
         title=text(body, "title", max_chars=settings.max_title_chars, strip=True),  # type: ignore[arg-type]

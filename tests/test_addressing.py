@@ -101,6 +101,11 @@ async def test_templates_are_listed_and_a_conversation_made_from_one_takes_its_s
         assert (mine["ai_answers"], mine["mode"]) == ("all", "solo")  # explicit fields win
         r = await alice.call("POST", "/conversations", {"template": "nope", "title": "x"})
         assert r.status == 422 and r.body["error"]["details"]["field"] == "template"
+        for bad in ({"template": "standup", "title": 5}, {"template": 7, "title": "x"}):
+            r = await alice.call("POST", "/conversations", bad)
+            assert r.status == 422, (bad, r.body)
+        untitled = await alice.call("POST", "/conversations", {"template": "standup"})
+        assert untitled.status == 201 and untitled.body["title"] == "Stand-up: Daily stand-up"
 
 
 async def test_an_auto_room_sends_code_to_one_model_and_chat_to_another_with_the_reason(

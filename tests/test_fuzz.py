@@ -22,12 +22,15 @@ json_values = st.recursive(
 message_bodies = st.fixed_dictionaries(
     {},
     optional={"content": json_values | st.text(max_size=60), "client_id": json_values, "model": json_values,
-              "ai": json_values, "extra": json_values},
+              "ai": json_values, "extra": json_values,
+              "models": json_values | st.lists(st.sampled_from(["echo:echo", "auto", "x:y"]), max_size=4)},
 )
 conversation_bodies = st.fixed_dictionaries(
     {},
     optional={"title": json_values | st.text(max_size=60), "mode": st.sampled_from(["solo", "group", "x"]) | json_values,
-              "with_ai": json_values, "default_model_id": json_values, "participant_usernames": json_values},
+              "with_ai": json_values, "default_model_id": json_values, "participant_usernames": json_values,
+              "ai_answers": st.sampled_from(["all", "mentions"]) | json_values,
+              "instructions": json_values | st.text(max_size=60), "template": json_values},
 )
 OK = {200, 201}
 CLIENT_ERRORS = {400, 404, 409, 413, 422}
