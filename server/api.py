@@ -192,7 +192,10 @@ class Api:
         if sent.duplicate:
             out["duplicate"] = True
         if sent.turn is not None and "text/event-stream" in request.headers.get("accept", ""):
-            return StreamingResponse(self._sse(out, sent.turn), 201, media_type="text/event-stream",
+            # Listen now, not when the body starts: a turn may end before the first chunk is sent.
+            frames: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+            sent.turn.listeners.append(lambda kind, frame: frames.put_nowait((kind, frame)))
+            return StreamingResponse(self._sse(out, frames), 201, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         if sent.turn is not None and request.query_params.get("wait") in ("true", "1"):
             out["reply"] = (await self._wait(sent.turn)).wire()
@@ -220,10 +223,9 @@ class Api:
             raise Unavailable("the server stopped before the reply was stored") from None
 
     @staticmethod
-    async def _sse(ack: dict[str, Any], turn: Turn) -> AsyncIterator[bytes]:
-        """The turn's frames as server-sent events, one event per frame, after the ack."""
-        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-        turn.listeners.append(lambda kind, frame: queue.put_nowait((kind, frame)))
+    async def _sse(ack: dict[str, Any], queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> AsyncIterator[bytes]:
+        """The turn's frames as server-sent events, one event per frame, after the ack (for side
+        by side sends: the first reply's)."""
         yield b"event: message.ack\ndata: " + orjson.dumps({"type": "message.ack", **ack}) + b"\n\n"
         while True:
             kind, frame = await queue.get()

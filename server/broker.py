@@ -177,7 +177,10 @@ class RedisBroker:
                 continue
             channel = msg["channel"].decode()
             if channel in (self._questions, self._answers):
-                self._question_or_answer(channel, data[8:])
+                try:
+                    self._question_or_answer(channel, data[8:])
+                except Exception:
+                    log.exception("bad question or answer from redis")
                 continue
             try:
                 self._deliver(int(msg["channel"][plen:]), Event.from_bytes(data[16:]))
@@ -219,7 +222,11 @@ class RedisBroker:
 
     async def _answer(self, question: dict[str, Any]) -> None:
         assert self.on_ask is not None
-        answer = await self.on_ask(question["topic"], question["payload"])
+        try:
+            answer = await self.on_ask(question["topic"], question["payload"])
+        except Exception:
+            log.exception("answering %s failed", question.get("topic"))
+            return
         if answer is not None:
             await self._redis.publish(self._answers, self._origin + orjson.dumps({"id": question["id"],
                                                                                   "answer": answer}))

@@ -54,6 +54,10 @@ class Budgets:
         self._subjects: set[tuple[str, int]] = set()  # (scope, id) with a budget
 
     def applies(self, user_id: int, conversation_id: int) -> bool:
+        """Whether a turn must ask the database. With several server processes, always: a
+        budget set through another one must hold at once, not after the next refresh."""
+        if self.hub.broker.shared:
+            return True
         return ("user", user_id) in self._subjects or ("conversation", conversation_id) in self._subjects
 
     def changed(self, scope: str, subject_id: int, exists: bool) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from . import protocol
 from .broker import Broker
+from .connection import CLOSE_TOO_SLOW as CLOSE_TRY_LATER
 from .connection import Connection
 from .errors import NotFound
 from .events import Event
@@ -23,10 +24,11 @@ log = logging.getLogger("chat.hub")
 class Subscription:
     """One connection's interest in one conversation."""
 
-    __slots__ = ("conn", "buffer", "skip_through", "covered")
+    __slots__ = ("conn", "buffer", "skip_through", "covered", "joined")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.joined = False  # counted as present (see join)
         self.buffer: list[Event] | None = []  # live events held while the replay runs
         self.skip_through = 0  # seqs up to this one were sent by the replay
         self.covered: dict[str, int] = {}  # reply id -> its frames before this step were in the snapshot
@@ -119,6 +121,7 @@ class Hub:
         sub = ch.subs.get(conn) if ch else None
         if ch is None or sub is None or sub.buffer is None:
             raise NotFound(f"conversation {cid} not found")  # removed from it meanwhile
+        sub.joined = True
         if self.presence.join(cid, conn.user):
             self.publish(cid, _presence(cid, conn.user, "joined"))
         return self.presence.present(cid)
@@ -127,8 +130,10 @@ class Hub:
                 covered: dict[str, int]) -> None:
         """Send `frames` (the replay and `subscribed`), then what arrived meanwhile minus what the
         replay (seqs up to `last_seq`) and the streaming snapshot (`covered` steps) already had."""
-        ch = self.channels[cid]
-        sub = ch.subs[conn]
+        ch = self.channels.get(cid)
+        sub = ch.subs.get(conn) if ch else None
+        if ch is None or sub is None:
+            raise NotFound(f"conversation {cid} not found")  # removed from it meanwhile
         if ch.last is None:
             ch.last = last_seq
         for frame in frames:
@@ -155,8 +160,8 @@ class Hub:
         return True
 
     def _leave(self, ch: Channel, sub: Subscription) -> None:
-        if sub.buffer is not None:
-            return  # never went live, never counted as present
+        if not sub.joined:
+            return  # never counted as present
         if self.presence.leave(ch.id, sub.conn.user):
             self.publish(ch.id, _presence(ch.id, sub.conn.user, "left"))
 
@@ -225,12 +230,23 @@ class Hub:
     async def _fill(self, ch: Channel) -> None:
         try:
             missed, _ = await self.replay(ch.id, ch.last or 0, self.replay_cap)
-        except Exception:
-            log.exception("filling conversation %s failed", ch.id)
-            missed = []
+        except Exception as e:  # the database may be down: the timer tries again
+            log.warning("filling conversation %s failed: %r", ch.id, e)
+            self._release(ch)
+            return
+        before = ch.last
         for msg in missed:
             if msg.seq == (ch.last or 0) + 1:
                 self._send(ch, protocol.message_event(msg))
+        if ch.last == before and ch.held and not missed:
+            # More is missing than a replay may carry: rather than hold the room forever, its
+            # subscribers here reconnect and resume with `after` (and page the history).
+            log.warning("conversation %s: cannot fill the gap after seq %s; asking its subscribers to resume",
+                        ch.id, ch.last)
+            for conn in list(ch.subs):
+                self.unsubscribe(conn, ch.id)
+                conn.close(CLOSE_TRY_LATER, "missed too much: resume with after")
+            return
         self._release(ch)
 
     def _send(self, ch: Channel, ev: Event) -> None:

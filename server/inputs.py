@@ -137,7 +137,7 @@ class NewConversation:
     with_ai: bool
     default_model_id: str | None
     participant_usernames: list[str]
-    ai_answers: str  # "all", or "mentions" (the default for groups)
+    ai_answers: str  # "all" (the default), or "mentions"
     instructions: str | None
 
 
@@ -215,7 +215,8 @@ def new_conversation(body: dict[str, Any], settings: Settings) -> NewConversatio
         with_ai=boolean(body, "with_ai", True),  # type: ignore[arg-type]
         default_model_id=model_id(body, "default_model_id"),
         participant_usernames=usernames(body, "participant_usernames", settings, required=False),
-        ai_answers=ai_answers(body) or ("mentions" if kind == "group" else "all"),
+        # "all" unless asked: the contract says a message in a room with the AI starts a turn
+        ai_answers=ai_answers(body) or "all",
         instructions=instructions(body, settings),
     )
 
@@ -272,8 +273,12 @@ def new_node(body: dict[str, Any], kinds: tuple[str, ...]) -> NewNode:
     if kind not in kinds:
         raise Invalid("kind", "kind must be one of " + ", ".join(repr(k) for k in kinds))
     base_url = text(body, "base_url", max_chars=500, strip=True)
-    parts = urlsplit(base_url)  # type: ignore[arg-type]
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(base_url)  # type: ignore[arg-type]
+        hostname = parts.hostname
+    except ValueError:
+        raise Invalid("base_url", "base_url must be an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise Invalid("base_url", "base_url must be an http(s) URL")
     api_key = text(body, "api_key", max_chars=500, required=False)
     return NewNode(name, kind, base_url.rstrip("/"), api_key)  # type: ignore[arg-type, union-attr]
@@ -285,6 +290,8 @@ def moment(value: str, name: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise Invalid(name, f"{name} must be an RFC 3339 time or a YYYY-MM-DD date") from None
+    if not 2000 <= parsed.year <= 9000:
+        raise Invalid(name, f"{name} must be a time between the years 2000 and 9000")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 

@@ -241,13 +241,14 @@ class Node:
                 replay, last_seq = [], await self.store.messages.last_seq(cid)
             else:
                 replay, last_seq = await self.store.messages.replay(cid, after, self.settings.replay_cap)
+            elsewhere = await self._streaming_elsewhere(cid)
             present = hub.join(conn, cid)
         except BaseException:
             hub.unsubscribe(conn, cid)
             raise
         # recovered: the client named a position and every message after it was replayed
         recovered = after is not None and after <= last_seq and len(replay) == last_seq - after
-        streaming = self.turns.streaming(cid) + await self._streaming_elsewhere(cid)
+        streaming = self.turns.streaming(cid) + elsewhere
         frames = [protocol.encode(protocol.message(m)) for m in replay]
         frames.append(protocol.encode(protocol.subscribed(cid, ref, last_seq, recovered, present, streaming)))
         hub.go_live(conn, cid, last_seq, frames, {live.reply_id: live.step for live in streaming})

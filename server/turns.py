@@ -225,7 +225,9 @@ class Turns:
                 except BudgetExceeded as e:
                     outcome = ("error", e.code, e.message, None)
                 else:
-                    outcome = await self._generate(turn, prompt)
+                    # a cancel that came while the budget was checked
+                    outcome = ("cancelled", None, None, None) if turn.cancel_by is not None \
+                        else await self._generate(turn, prompt)
         except asyncio.CancelledError:
             # Shutdown: store what we have; the task finishes this before it ends.
             await self._finish(turn, ("interrupted", None, None, None))
@@ -236,6 +238,8 @@ class Turns:
         """Stream from the chosen model, falling back down the tiers before the first token."""
         candidates = [(turn.choice.model, turn.choice.tier), *turn.choice.fallbacks]
         for i, (model, tier) in enumerate(candidates):
+            if turn.cancel_by is not None:  # cancelled between two attempts
+                return "cancelled", None, None, None
             if i > 0:
                 previous, turn.model, turn.tier = turn.model, model, tier
                 turn.fallback_from = previous

@@ -38,9 +38,12 @@ async def send(user: Any, cid: int, text: str, **extra: Any) -> dict[str, Any]:
     return r.body
 
 
-async def test_a_new_group_answers_only_when_mentioned_and_a_solo_room_answers_everything(rig: Rig) -> None:
+async def test_a_group_set_to_mentions_answers_only_when_mentioned_and_rooms_answer_everything_by_default(
+        rig: Rig) -> None:
     alice, bob = await rig.client.user(), await rig.client.user()
-    group = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    default = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    assert default["ai_answers"] == "all"  # as the contract says: a message starts a turn
+    group = await alice.conversation(mode="group", ai_answers="mentions", participant_usernames=[bob.username])
     assert group["ai_answers"] == "mentions"
     assert (await send(bob, group["id"], "lunch at noon?"))["ai"] is None
     mentioned = (await send(bob, group["id"], "@ai where should we eat?"))["ai"]
@@ -53,7 +56,7 @@ async def test_a_new_group_answers_only_when_mentioned_and_a_solo_room_answers_e
 
 async def test_an_alias_mention_routes_that_message_to_its_model_as_the_mention_tier(rig: Rig) -> None:
     alice, bob = await rig.client.user(), await rig.client.user()
-    conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    conv = await alice.conversation(mode="group", ai_answers="mentions", participant_usernames=[bob.username])
     r = await bob.call("POST", f"/conversations/{conv['id']}/messages?wait=true", {"content": "@claude your view?"})
     assert r.body["ai"] == {"reply_id": r.body["ai"]["reply_id"], "model": "anthropic:claude-x", "tier": "mention"}
     assert r.body["reply"]["model_used"] == "anthropic:claude-x" and r.body["reply"]["tier"] == "mention"
@@ -67,7 +70,7 @@ async def test_an_alias_mention_routes_that_message_to_its_model_as_the_mention_
 
 async def test_the_owner_sets_answering_and_instructions_which_reach_the_model_and_members_cannot(rig: Rig) -> None:
     alice, bob = await rig.client.user(), await rig.client.user()
-    conv = await alice.conversation(mode="group", participant_usernames=[bob.username])
+    conv = await alice.conversation(mode="group", ai_answers="mentions", participant_usernames=[bob.username])
     cid = conv["id"]
     body = {"ai_answers": "all", "instructions": "Answer in French."}
     assert (await bob.call("PUT", f"/conversations/{cid}", body)).status == 403

@@ -176,3 +176,26 @@ async def test_overflowing_connection_is_closed_1013_and_others_unaffected() -> 
     assert slow.closing and slow.close_code == 1013
     await drain()
     assert messages(fast) == [f"m{i}" for i in range(1, 11)]
+
+
+async def test_a_gap_too_large_to_fill_asks_the_rooms_subscribers_to_resume_instead_of_holding_forever() -> None:
+    hub, calls = await make_hub(in_store=[])  # the store has nothing it may replay
+    conn, _ = await live(hub, 1, 0)
+    hub.publish(1, msg(700))  # seqs 1..699 will never come
+    await asyncio.sleep(0.2)
+    assert calls and conn.closing and conn.close_code == 1013
+    assert 1 not in hub.channels
+
+
+async def test_a_subscription_dropped_before_it_went_live_leaves_presence_as_it_was() -> None:
+    hub, _ = await make_hub()
+    watcher, w = await live(hub, 1, 0, "watcher")
+    conn = Connection(User(77, "brief", "brief"), Wire(), 100)
+    conn.start()
+    await hub.subscribe(conn, 1)
+    hub.join(conn, 1)  # counted, then removed before go_live (e.g. taken out of the room)
+    hub.unsubscribe(conn, 1)
+    await drain()
+    assert [u.username for u in hub.presence.present(1)] == ["watcher"]
+    states = [orjson.loads(f)["state"] for f in w.frames if '"presence"' in f]
+    assert states == ["joined", "left"]

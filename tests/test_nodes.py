@@ -20,7 +20,8 @@ async def test_nodes_are_admin_only_and_listed_with_health(postgres_url: str, ht
         r = await user.call("POST", "/ai/nodes", body)
         assert r.status == 403 and r.body["error"]["code"] == "forbidden"
         for bad in [{**body, "kind": "gopher"}, {**body, "base_url": "file:///etc/passwd"},
-                    {**body, "name": ""}, {"kind": "ollama", "base_url": ollama.url}]:
+                    {**body, "name": ""}, {"kind": "ollama", "base_url": ollama.url},
+                    {**body, "base_url": "http://[::1"}]:
             assert (await admin.call("POST", "/ai/nodes", bad)).status == 422, bad
         r = await admin.call("POST", "/ai/nodes", body)
         assert r.status == 201, r.body

@@ -99,6 +99,7 @@ async def test_conversation_and_user_usage_sum_by_model_and_day_for_those_allowe
     assert (await bob.call("GET", f"/usage?user_id={alice.id}")).status == 403
     assert (await bob.call("GET", "/usage?all=true")).status == 403
     assert (await bob.call("GET", "/usage?from=2026-01-02&to=2026-01-01")).status == 422
+    assert (await bob.call("GET", "/usage?to=0001-01-01")).status == 422  # not an overflow (500)
     empty = (await alice.call("GET", "/usage?from=2001-01-01&to=2001-01-02")).body
     assert empty["total"]["turns"] == 0 and empty["by_model"] == []
     if first_user_is_admin:

@@ -88,7 +88,7 @@ export class Sidebar {
       h("input", { type: "radio", name: "mode", value, checked: value === "solo", onchange: () => this.modeChanged() }),
       h("span", h("strong", label), h("span.muted.small", hint)));
     this.peopleRow = h("label.field", { hidden: true }, h("span", "Participants"), f.people);
-    // A group's AI answers only mentions unless asked otherwise (the server's default too).
+    // A group's AI answers only mentions unless asked otherwise (sent explicitly: the server's default is all).
     const answer = (value) => h("label.check",
       h("input", { type: "radio", name: "ai_answers", value, checked: value === "mentions" }),
       h("span", AI_ANSWERS_LABEL[value]));
