@@ -20,6 +20,10 @@ from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKENS = ["Hello", ",", " world", "!"]
 ALIASES = {"claude": "anthropic:claude-sonnet-4", "gpt": "openai:gpt-4o"}  # @claude, @gpt
+ROUTING = {"default": [{"model": "anthropic:claude-sonnet-4", "contains_code": True, "reason": "code"},
+                       {"model": "openai:gpt-4o-mini", "reason": "chit-chat"}]}  # the model id "auto"
+TEMPLATES = {"standup": {"label": "Daily stand-up", "title_prefix": "Stand-up: ", "mode": "group",
+                         "ai_answers": "mentions", "instructions": "Summarize blockers in one line each."}}
 
 
 class Person:
@@ -115,7 +119,8 @@ async def rig(postgres_url: str, http: Any) -> AsyncIterator[Rig]:
             )
             async with running_server(database, providers=providers, aliases=ALIASES, provider_timeout_idle=2.0,
                                       provider_timeout_first_token=2.0, echo_delay=0.01,
-                                      node_check_interval=0.5, replay_cap=20) as srv:
+                                      node_check_interval=0.5, replay_cap=20, routing=ROUTING,
+                                      templates=TEMPLATES) as srv:
                 client = Client(http, srv.base_url, srv.ws_url)
                 admin = await client.user("admin", display_name="Admin")
                 yield Rig(srv, client, browser, oa, an, admin)
@@ -1050,3 +1055,30 @@ async def test_a_provider_failing_mid_reply_ends_it_as_error_with_the_reason(web
     assert await ai.locator(".body").inner_text() == "Hello,"  # the partial text stays
     await alice.page.reload()  # from history (no frames): still marked as failed
     await alice.page.wait_for_selector(".msg.ai[data-status=error] .status:text('Error')")
+
+
+# -- automatic routing, regenerate, side by side, templates ----------------------------------------
+
+
+async def test_an_auto_reply_shows_an_auto_marker_and_why_the_model_was_chosen_in_the_chip_tooltip(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="auto")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await alice.send("Why does this fail?\n```python\nprint(1/0)\n```")
+    for p in (alice, bob):
+        ai = await p.last_ai_done("Why does this fail?")
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
+        assert "auto: code" in await ai.locator(".model-chip").get_attribute("title")
+        assert await ai.locator(".tag.auto").inner_text() == "auto"
+        assert await ai.locator(".tag.auto").get_attribute("title") == "auto: code"
+    await bob.send("hi all")
+    ai = await alice.last_ai_done("hi all")
+    assert await ai.locator(".model-chip").inner_text() == "AI • gpt-4o-mini"
+    assert await ai.locator(".tag.auto").get_attribute("title") == "auto: chit-chat"
+    # A reply whose model nobody chose automatically has no marker.
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o']")
+    await alice.send("Routed by hand")
+    ai = await alice.last_ai_done("Routed by hand")
+    assert await ai.locator(".tag.auto").count() == 0

@@ -198,6 +198,8 @@ export class Socket {
         this.sentAt.delete(f.client_id);
         s.putMessages(f.message.conversation_id, [f.message], { live: true });
         if (f.ai) s.mine = (s.mine || new Set()).add(f.ai.reply_id);
+        for (const a of f.ais || []) s.mine = (s.mine || new Set()).add(a.reply_id);
+        s.noteAis(f.ais || (f.ai ? [f.ai] : []));
         break;
       case "ai.start":
         s.aiStart(f);

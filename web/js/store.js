@@ -15,6 +15,7 @@ export class Store {
     this.conversations = new Map(); // id -> conversation (+ `activity`)
     this.rooms = new Map(); // id -> Room
     this.replies = new Map(); // reply_id -> live reply
+    this.routeReasons = new Map(); // reply_id -> why `auto` chose its model (ai.start, the ack's ai/ais)
     this.activeId = null;
     this.models = null; // GET /ai/models body
     this.route = null; // model id for the next message only
@@ -291,8 +292,12 @@ export class Store {
     }
     Object.assign(r, { model: f.model, tier: f.tier, replyTo: f.reply_to });
     if (f.fallback_from) r.fallbackFrom = f.fallback_from;
+    // The model id `auto` chose this model: the frame (or the ack before it) says why.
+    const reason = f.route_reason ?? this.routeReasons.get(f.reply_id);
+    if (reason != null) this.routeReasons.set(f.reply_id, reason);
     this.decorate(f.conversation_id, f.message_id, {
       model_used: f.model, tier: f.tier, fallback_from: r.fallbackFrom || null, reply_id: f.reply_id, reply_to: f.reply_to,
+      ...(reason != null ? { route_reason: reason } : {}),
     });
     this.emit("live", f.conversation_id);
   }
@@ -324,6 +329,8 @@ export class Store {
         fallback_from: "fallback_from" in msg ? msg.fallback_from : r?.fallbackFrom || null,
         reply_id: f.reply_id,
       };
+      const reason = msg.route_reason ?? this.routeReasons.get(f.reply_id);
+      if (reason != null) extra.route_reason = reason;
       if (f.type === "ai.error") extra.error = { code: f.code, message: f.message };
       const prev = this.message(cid, msg.id);
       if (r?.cancelledByMe) extra.cancelled_by_me = true;
@@ -374,6 +381,11 @@ export class Store {
     }
     this.emit("live", cid);
     return gone; // replies that ended while we were away: re-read them
+  }
+
+  /** The ack's `ai` (and `ais`): remember why `auto` chose each reply's model. */
+  noteAis(ais) {
+    for (const a of ais) if (a?.reply_id != null && a.route_reason != null) this.routeReasons.set(a.reply_id, a.route_reason);
   }
 
   /** Client-side fields on a message (tier, fallback, live text); creates nothing. */

@@ -59,7 +59,11 @@ export function fillRow(li, msg, ctx) {
 function aiChips(msg, store) {
   const chips = [];
   const model = msg.model_used;
-  chips.push(h("span.chip.model-chip", { title: model || "", dataset: { model: model || "" } }, `AI • ${modelName(model, store)}`));
+  const why = msg.route_reason != null ? `auto: ${msg.route_reason}` : null;
+  chips.push(h("span.chip.model-chip", {
+    title: why ? `${model || ""}\n${why}` : model || "", dataset: { model: model || "", routeReason: msg.route_reason ?? "" },
+  }, `AI • ${modelName(model, store)}`));
+  if (why) chips.push(h("span.tag.auto", { title: why, "aria-label": `Chosen automatically: ${msg.route_reason}` }, "auto"));
   if (msg.tier === "mention") {
     const alias = mentionAlias(msg, store);
     const title = alias ? `Mentioned: @${alias} asked ${model}` : `Mentioned: an @alias in the message asked ${model}`;
