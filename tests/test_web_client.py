@@ -1082,3 +1082,49 @@ async def test_an_auto_reply_shows_an_auto_marker_and_why_the_model_was_chosen_i
     await alice.send("Routed by hand")
     ai = await alice.last_ai_done("Routed by hand")
     assert await ai.locator(".tag.auto").count() == 0
+
+
+async def test_regenerate_adds_a_second_reply_below_for_everyone_and_with_a_picked_model_uses_that_model(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="anthropic:claude-sonnet-4")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await alice.send("Name our project")
+    first = await alice.last_ai_done("Name our project")
+    first_id = await first.get_attribute("data-id")
+    await first.locator("button.regenerate").click()
+    for p in (alice, bob):
+        await p.page.wait_for_function(
+            "document.querySelectorAll('.msg.ai[data-status=complete]').length === 2")
+        ais = p.page.locator(".messages:not(.pending-list) .msg.ai")
+        assert await ais.nth(0).get_attribute("data-id") == first_id  # the first reply stays, above
+        assert await ais.nth(1).locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
+        assert await ais.nth(1).locator(".body").inner_text() == "Hello, world!"
+    # "with…" opens the model picker; the reply it asks for comes from the picked model.
+    await bob.page.locator(".msg.ai").nth(1).locator("button.regenerate-with").click()
+    await bob.page.click(".picker[data-purpose='regenerate'] button.model[data-model='openai:gpt-4o']")
+    for p in (alice, bob):
+        await p.page.wait_for_function(
+            "document.querySelectorAll('.msg.ai[data-status=complete]').length === 3")
+        third = p.page.locator(".messages:not(.pending-list) .msg.ai").nth(2)
+        assert await third.locator(".model-chip").inner_text() == "AI • gpt-4o"
+    assert last_chat(web.openai)["model"] == "gpt-4o"
+    # Every reply answers the same message.
+    msgs = (await alice.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"]
+    ask = next(m for m in msgs if m["content"] == "Name our project")
+    assert [m["reply_to"] for m in msgs if m["role"] == "assistant"] == [ask["id"]] * 3
+
+
+async def test_regenerate_in_a_room_whose_ai_is_off_shows_the_servers_refusal_above_the_composer(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    conv = await group(alice)
+    await alice.open(conv["id"])
+    await alice.send("Hello there")
+    ai = await alice.last_ai_done("Hello there")
+    r = await alice.user.call("PUT", f"/conversations/{conv['id']}", {"with_ai": False})
+    assert r.status == 200, r.body
+    await ai.locator("button.regenerate").click()
+    notice = alice.page.locator(".composer-notice")
+    await notice.wait_for(state="visible")
+    assert (await notice.inner_text()).strip() != ""
+    assert await alice.page.locator(".msg.ai").count() == 1

@@ -94,6 +94,23 @@ const actions = {
     socket.sendMessage(item);
   },
 
+  /** POST .../regenerate: the new reply arrives over the socket like any other; a refusal
+   * (the AI is off, an unknown model) shows above the composer. */
+  async regenerate(cid, messageId, model) {
+    store.setNotice("composer", null);
+    try {
+      const body = await api.regenerate(cid, messageId, model);
+      if (body?.ai) {
+        store.mine = (store.mine || new Set()).add(body.ai.reply_id);
+        store.noteAis([body.ai]);
+      }
+      return true;
+    } catch (e) {
+      store.setNotice("composer", describe(e));
+      return false;
+    }
+  },
+
   retrySend(clientId) {
     const item = store.retrySend(clientId);
     if (item) socket.sendMessage(item);

@@ -148,7 +148,7 @@ export class RoomView {
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
     let above = false;
     let appended = false;
-    const ctx = { store: this.store, actions: this.actions };
+    const ctx = { store: this.store, actions: this.actions, picker: this.picker };
     const fresh = [];
     for (const id of ids) {
       const msg = room.messages.get(id);
@@ -223,7 +223,7 @@ export class RoomView {
     const wasBottom = this.atBottom();
     const keep = new Set(items.map((i) => i.client_id));
     for (const [cid, li] of this.pendingRows) if (!keep.has(cid)) { li.remove(); this.pendingRows.delete(cid); }
-    const ctx = { store: this.store, actions: this.actions };
+    const ctx = { store: this.store, actions: this.actions, picker: this.picker };
     for (const item of items) {
       const msg = { client_id: item.client_id, role: "user", author: this.store.me, content: item.content, created_at: item.created_at, pending: true, error: item.error };
       let li = this.pendingRows.get(item.client_id);
