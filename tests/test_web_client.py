@@ -1128,3 +1128,36 @@ async def test_regenerate_in_a_room_whose_ai_is_off_shows_the_servers_refusal_ab
     await notice.wait_for(state="visible")
     assert (await notice.inner_text()).strip() != ""
     assert await alice.page.locator(".msg.ai").count() == 1
+
+
+async def test_compare_sends_two_models_and_their_replies_stream_at_once_as_separate_messages(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="anthropic:claude-sonnet-4")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    web.openai.delay = web.anthropic.delay = 0.3  # slow enough to see both streaming at once
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker .compare-toggle")
+    assert await alice.page.locator(".picker .compare-apply").is_disabled()  # one model is not a comparison
+    for model in ("openai:gpt-4o", "anthropic:claude-haiku-4", "openai:gpt-4o-mini"):
+        await alice.page.click(f".picker button.model[data-model='{model}']")
+    # Three is the most: the others are disabled until one is unpicked.
+    assert await alice.page.locator(".picker button.model[data-model='anthropic:claude-sonnet-4']").is_disabled()
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o-mini']")
+    await alice.page.click(".picker .compare-apply")
+    chip = alice.page.locator(".route-chip:not([hidden])")
+    await chip.wait_for()
+    assert await chip.get_attribute("data-compare") == "openai:gpt-4o,anthropic:claude-haiku-4"
+    assert await chip.locator("strong").all_inner_texts() == ["gpt-4o", "claude-haiku-4"]
+    assert "side by side" in await chip.inner_text()
+    await alice.send("Pick a name")
+    for p in (alice, bob):  # both stream at the same time, each its own row
+        await p.page.wait_for_function(
+            "document.querySelectorAll('.msg.ai[data-status=streaming]').length === 2", timeout=10_000)
+    for p in (alice, bob):
+        await p.page.wait_for_function("document.querySelectorAll('.msg.ai[data-status=complete]').length === 2")
+        chips = await p.page.locator(".msg.ai .model-chip").all_inner_texts()
+        assert sorted(chips) == ["AI • claude-haiku-4", "AI • gpt-4o"]
+    assert await alice.page.locator(".route-chip").is_hidden()  # for one message only
+    assert last_chat(web.openai)["model"] == "gpt-4o"
+    assert last_chat(web.anthropic)["model"] == "claude-haiku-4"

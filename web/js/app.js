@@ -89,8 +89,8 @@ const actions = {
     }
   },
 
-  send(cid, content, model) {
-    const item = store.queueSend(cid, content, model);
+  send(cid, content, model, models) {
+    const item = store.queueSend(cid, content, model, models);
     socket.sendMessage(item);
   },
 

@@ -19,6 +19,7 @@ export class Store {
     this.activeId = null;
     this.models = null; // GET /ai/models body
     this.route = null; // model id for the next message only
+    this.compare = null; // or 2-3 model ids answering the next message side by side
     this.notices = new Map(); // key -> inline error text ("settings", "auth", "create", "members:<cid>")
     this.seen = {};
     this.outbox = new Map(); // client_id -> {cid, content, model, tries}
@@ -65,6 +66,7 @@ export class Store {
     this.outbox = new Map();
     this.activeId = null;
     this.route = null;
+    this.compare = null;
     this.emit("session");
   }
 
@@ -145,6 +147,7 @@ export class Store {
     if (this.activeId === cid) return;
     this.activeId = cid;
     this.route = null;
+    this.compare = null;
     this.storage.setItem(this.key("active"), String(cid ?? ""));
     this.emit("active");
     this.emit("route");
@@ -226,10 +229,14 @@ export class Store {
 
   // -- optimistic sends ---------------------------------------------------------------
 
-  queueSend(cid, content, model) {
+  queueSend(cid, content, model, models) {
     const client_id = `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-    // A message routed to a model asks the AI, even where the AI answers only mentions.
-    const item = { client_id, cid, content, model: model || null, ai: model ? true : null, created_at: new Date().toISOString(), error: null };
+    models = models && models.length >= 2 ? [...models] : null;
+    // A message routed to a model (or to models side by side) asks the AI, even where the AI answers only mentions.
+    const item = {
+      client_id, cid, content, model: models ? null : model || null, models,
+      ai: model || models ? true : null, created_at: new Date().toISOString(), error: null,
+    };
     this.outbox.set(client_id, item);
     this.saveOutbox();
     this.emit("outbox", cid);
@@ -445,12 +452,21 @@ export class Store {
   effectiveModel(cid) {
     const conv = this.conversations.get(cid);
     if (this.route) return { id: this.route, tier: "message" };
+    if (this.compare) return { id: this.compare[0], tier: "message" };
     if (conv?.default_model_id) return { id: conv.default_model_id, tier: "conversation" };
     return { id: this.models?.default_model_id ?? null, tier: "system" };
   }
 
   setRoute(model) {
     this.route = model || null;
+    this.compare = null;
+    this.emit("route");
+  }
+
+  /** Side by side: 2-3 models answer the next message, each as its own reply. */
+  setCompare(models) {
+    this.compare = models && models.length >= 2 ? [...models] : null;
+    this.route = null;
     this.emit("route");
   }
 
