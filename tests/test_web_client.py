@@ -1161,3 +1161,42 @@ async def test_compare_sends_two_models_and_their_replies_stream_at_once_as_sepa
     assert await alice.page.locator(".route-chip").is_hidden()  # for one message only
     assert last_chat(web.openai)["model"] == "gpt-4o"
     assert last_chat(web.anthropic)["model"] == "claude-haiku-4"
+
+
+async def test_a_picked_template_fills_the_new_conversation_form_keeps_explicit_edits_and_is_sent(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    await alice.open()
+    page = alice.page
+    dialog = page.locator("dialog.create")
+    await page.click(".new-conversation")
+    row = dialog.locator(".template-row")
+    await row.wait_for(state="visible")
+    assert await row.locator("option").all_inner_texts() == ["None", "Daily stand-up"]
+    await dialog.locator("input[name=title]").fill("Monday")  # typed before picking: it stays
+    await row.locator("select").select_option("standup")
+    assert await dialog.locator("input[name=title]").input_value() == "Monday"
+    assert await dialog.locator("input[name=mode][value=group]").is_checked()
+    assert await dialog.locator("input[name=ai_answers][value=mentions]").is_checked()
+    assert await dialog.locator("textarea[name=instructions]").input_value() == "Summarize blockers in one line each."
+    assert "Stand-up: " in await row.locator(".template-note").inner_text()
+    await dialog.locator("input[name=ai_answers][value=all]").check()  # an edit after picking wins too
+    await dialog.locator("input[name=people]").fill(bob.name)
+    await dialog.locator("button[type=submit]").click()
+    await dialog.wait_for(state="hidden")
+    await page.wait_for_selector(".room-title:text('Stand-up: Monday')")
+    cid = await page.evaluate("chatApp.store.activeId")
+    conv = (await alice.user.call("GET", f"/conversations/{cid}")).body
+    assert (conv["title"], conv["mode"], conv["ai_answers"], conv["instructions"]) == (
+        "Stand-up: Monday", "group", "all", "Summarize blockers in one line each.")
+
+
+async def test_the_template_control_is_hidden_when_the_server_has_no_templates(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    await alice.page.route("**/templates", lambda route: route.fulfill(json={"templates": []}))
+    await alice.open()
+    await alice.page.click(".new-conversation")
+    dialog = alice.page.locator("dialog.create")
+    await dialog.wait_for(state="visible")
+    await alice.page.wait_for_function("Array.isArray(chatApp.store.templates)")
+    assert await dialog.locator(".template-row").is_hidden()

@@ -71,6 +71,11 @@ const actions = {
     }
   },
 
+  /** GET /templates for the new-conversation form (an empty list hides its control). */
+  async loadTemplates() {
+    try { store.setTemplates((await api.templates())?.templates || []); } catch { /* the last list stays */ }
+  },
+
   async loadOlder(cid) {
     const room = store.room(cid);
     if (room.loadingOlder || !room.hasMoreBefore) return;

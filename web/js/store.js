@@ -457,6 +457,11 @@ export class Store {
     return { id: this.models?.default_model_id ?? null, tier: "system" };
   }
 
+  setTemplates(list) {
+    this.templates = list;
+    this.emit("templates");
+  }
+
   setRoute(model) {
     this.route = model || null;
     this.compare = null;
