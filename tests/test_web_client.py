@@ -20,6 +20,10 @@ from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKENS = ["Hello", ",", " world", "!"]
 ALIASES = {"claude": "anthropic:claude-sonnet-4", "gpt": "openai:gpt-4o"}  # @claude, @gpt
+ROUTING = {"default": [{"model": "anthropic:claude-sonnet-4", "contains_code": True, "reason": "code"},
+                       {"model": "openai:gpt-4o-mini", "reason": "chit-chat"}]}  # the model id "auto"
+TEMPLATES = {"standup": {"label": "Daily stand-up", "title_prefix": "Stand-up: ", "mode": "group",
+                         "ai_answers": "mentions", "instructions": "Summarize blockers in one line each."}}
 
 
 class Person:
@@ -115,7 +119,8 @@ async def rig(postgres_url: str, http: Any) -> AsyncIterator[Rig]:
             )
             async with running_server(database, providers=providers, aliases=ALIASES, provider_timeout_idle=2.0,
                                       provider_timeout_first_token=2.0, echo_delay=0.01,
-                                      node_check_interval=0.5, replay_cap=20) as srv:
+                                      node_check_interval=0.5, replay_cap=20, routing=ROUTING,
+                                      templates=TEMPLATES) as srv:
                 client = Client(http, srv.base_url, srv.ws_url)
                 admin = await client.user("admin", display_name="Admin")
                 yield Rig(srv, client, browser, oa, an, admin)
@@ -1053,3 +1058,148 @@ async def test_a_provider_failing_mid_reply_ends_it_as_error_with_the_reason(web
     assert await ai.locator(".body").inner_text() == "Hello,"  # the partial text stays
     await alice.page.reload()  # from history (no frames): still marked as failed
     await alice.page.wait_for_selector(".msg.ai[data-status=error] .status:text('Error')")
+
+
+# -- automatic routing, regenerate, side by side, templates ----------------------------------------
+
+
+async def test_an_auto_reply_shows_an_auto_marker_and_why_the_model_was_chosen_in_the_chip_tooltip(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="auto")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await alice.send("Why does this fail?\n```python\nprint(1/0)\n```")
+    for p in (alice, bob):
+        ai = await p.last_ai_done("Why does this fail?")
+        assert await ai.locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
+        assert "auto: code" in await ai.locator(".model-chip").get_attribute("title")
+        assert await ai.locator(".tag.auto").inner_text() == "auto"
+        assert await ai.locator(".tag.auto").get_attribute("title") == "auto: code"
+    await bob.send("hi all")
+    ai = await alice.last_ai_done("hi all")
+    assert await ai.locator(".model-chip").inner_text() == "AI • gpt-4o-mini"
+    assert await ai.locator(".tag.auto").get_attribute("title") == "auto: chit-chat"
+    # A reply whose model nobody chose automatically has no marker.
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o']")
+    await alice.send("Routed by hand")
+    ai = await alice.last_ai_done("Routed by hand")
+    assert await ai.locator(".tag.auto").count() == 0
+
+
+async def test_regenerate_adds_a_second_reply_below_for_everyone_and_with_a_picked_model_uses_that_model(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="anthropic:claude-sonnet-4")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    await alice.send("Name our project")
+    first = await alice.last_ai_done("Name our project")
+    first_id = await first.get_attribute("data-id")
+    await first.locator("button.regenerate").click()
+    for p in (alice, bob):
+        await p.page.wait_for_function(
+            "document.querySelectorAll('.msg.ai[data-status=complete]').length === 2")
+        ais = p.page.locator(".messages:not(.pending-list) .msg.ai")
+        assert await ais.nth(0).get_attribute("data-id") == first_id  # the first reply stays, above
+        assert await ais.nth(1).locator(".model-chip").inner_text() == "AI • claude-sonnet-4"
+        assert await ais.nth(1).locator(".body").inner_text() == "Hello, world!"
+    # "with…" opens the model picker; the reply it asks for comes from the picked model.
+    await bob.page.locator(".msg.ai").nth(1).locator("button.regenerate-with").click()
+    await bob.page.click(".picker[data-purpose='regenerate'] button.model[data-model='openai:gpt-4o']")
+    for p in (alice, bob):
+        await p.page.wait_for_function(
+            "document.querySelectorAll('.msg.ai[data-status=complete]').length === 3")
+        third = p.page.locator(".messages:not(.pending-list) .msg.ai").nth(2)
+        assert await third.locator(".model-chip").inner_text() == "AI • gpt-4o"
+    assert last_chat(web.openai)["model"] == "gpt-4o"
+    # Every reply answers the same message.
+    msgs = (await alice.user.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"]
+    ask = next(m for m in msgs if m["content"] == "Name our project")
+    assert [m["reply_to"] for m in msgs if m["role"] == "assistant"] == [ask["id"]] * 3
+
+
+async def test_regenerate_in_a_room_whose_ai_is_off_shows_the_servers_refusal_above_the_composer(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    conv = await group(alice)
+    await alice.open(conv["id"])
+    await alice.send("Hello there")
+    ai = await alice.last_ai_done("Hello there")
+    r = await alice.user.call("PUT", f"/conversations/{conv['id']}", {"with_ai": False})
+    assert r.status == 200, r.body
+    await ai.locator("button.regenerate").click()
+    notice = alice.page.locator(".composer-notice")
+    await notice.wait_for(state="visible")
+    assert (await notice.inner_text()).strip() != ""
+    assert await alice.page.locator(".msg.ai").count() == 1
+
+
+async def test_compare_sends_two_models_and_their_replies_stream_at_once_as_separate_messages(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    conv = await group(alice, bob, default_model_id="anthropic:claude-sonnet-4")
+    await asyncio.gather(alice.open(conv["id"]), bob.open(conv["id"]))
+    web.openai.delay = web.anthropic.delay = 0.3  # slow enough to see both streaming at once
+    await alice.page.click(".route-button")
+    await alice.page.click(".picker .compare-toggle")
+    assert await alice.page.locator(".picker .compare-apply").is_disabled()  # one model is not a comparison
+    for model in ("openai:gpt-4o", "anthropic:claude-haiku-4", "openai:gpt-4o-mini"):
+        await alice.page.click(f".picker button.model[data-model='{model}']")
+    # Three is the most: the others are disabled until one is unpicked.
+    assert await alice.page.locator(".picker button.model[data-model='anthropic:claude-sonnet-4']").is_disabled()
+    await alice.page.click(".picker button.model[data-model='openai:gpt-4o-mini']")
+    await alice.page.click(".picker .compare-apply")
+    chip = alice.page.locator(".route-chip:not([hidden])")
+    await chip.wait_for()
+    assert await chip.get_attribute("data-compare") == "openai:gpt-4o,anthropic:claude-haiku-4"
+    assert await chip.locator("strong").all_inner_texts() == ["gpt-4o", "claude-haiku-4"]
+    assert "side by side" in await chip.inner_text()
+    await alice.send("Pick a name")
+    for p in (alice, bob):  # both stream at the same time, each its own row
+        await p.page.wait_for_function(
+            "document.querySelectorAll('.msg.ai[data-status=streaming]').length === 2", timeout=10_000)
+    for p in (alice, bob):
+        await p.page.wait_for_function("document.querySelectorAll('.msg.ai[data-status=complete]').length === 2")
+        chips = await p.page.locator(".msg.ai .model-chip").all_inner_texts()
+        assert sorted(chips) == ["AI • claude-haiku-4", "AI • gpt-4o"]
+    assert await alice.page.locator(".route-chip").is_hidden()  # for one message only
+    assert last_chat(web.openai)["model"] == "gpt-4o"
+    assert last_chat(web.anthropic)["model"] == "claude-haiku-4"
+
+
+async def test_a_picked_template_fills_the_new_conversation_form_keeps_explicit_edits_and_is_sent(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    bob = await web.person("bob", "Bob")
+    await alice.open()
+    page = alice.page
+    dialog = page.locator("dialog.create")
+    await page.click(".new-conversation")
+    row = dialog.locator(".template-row")
+    await row.wait_for(state="visible")
+    assert await row.locator("option").all_inner_texts() == ["None", "Daily stand-up"]
+    await dialog.locator("input[name=title]").fill("Monday")  # typed before picking: it stays
+    await row.locator("select").select_option("standup")
+    assert await dialog.locator("input[name=title]").input_value() == "Monday"
+    assert await dialog.locator("input[name=mode][value=group]").is_checked()
+    assert await dialog.locator("input[name=ai_answers][value=mentions]").is_checked()
+    assert await dialog.locator("textarea[name=instructions]").input_value() == "Summarize blockers in one line each."
+    assert "Stand-up: " in await row.locator(".template-note").inner_text()
+    await dialog.locator("input[name=ai_answers][value=all]").check()  # an edit after picking wins too
+    await dialog.locator("input[name=people]").fill(bob.name)
+    await dialog.locator("button[type=submit]").click()
+    await dialog.wait_for(state="hidden")
+    await page.wait_for_selector(".room-title:text('Stand-up: Monday')")
+    cid = await page.evaluate("chatApp.store.activeId")
+    conv = (await alice.user.call("GET", f"/conversations/{cid}")).body
+    assert (conv["title"], conv["mode"], conv["ai_answers"], conv["instructions"]) == (
+        "Stand-up: Monday", "group", "all", "Summarize blockers in one line each.")
+
+
+async def test_the_template_control_is_hidden_when_the_server_has_no_templates(web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    await alice.page.route("**/templates", lambda route: route.fulfill(json={"templates": []}))
+    await alice.open()
+    await alice.page.click(".new-conversation")
+    dialog = alice.page.locator("dialog.create")
+    await dialog.wait_for(state="visible")
+    await alice.page.wait_for_function("Array.isArray(chatApp.store.templates)")
+    assert await dialog.locator(".template-row").is_hidden()

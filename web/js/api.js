@@ -85,6 +85,12 @@ export class Api {
     return this.call("GET", `/conversations/${id}/messages?${q}`);
   }
 
+  /** Answer a message again (or, given an AI reply, the message it answered) as a new reply. */
+  regenerate(cid, messageId, model) {
+    return this.call("POST", `/conversations/${cid}/messages/${messageId}/regenerate`, model ? { model } : {});
+  }
+  templates() { return this.call("GET", "/templates"); }
+
   models() { return this.call("GET", "/ai/models"); }
   aiStats() { return this.call("GET", "/ai/stats"); }
 

@@ -71,6 +71,11 @@ const actions = {
     }
   },
 
+  /** GET /templates for the new-conversation form (an empty list hides its control). */
+  async loadTemplates() {
+    try { store.setTemplates((await api.templates())?.templates || []); } catch { /* the last list stays */ }
+  },
+
   async loadOlder(cid) {
     const room = store.room(cid);
     if (room.loadingOlder || !room.hasMoreBefore) return;
@@ -89,9 +94,26 @@ const actions = {
     }
   },
 
-  send(cid, content, model) {
-    const item = store.queueSend(cid, content, model);
+  send(cid, content, model, models) {
+    const item = store.queueSend(cid, content, model, models);
     socket.sendMessage(item);
+  },
+
+  /** POST .../regenerate: the new reply arrives over the socket like any other; a refusal
+   * (the AI is off, an unknown model) shows above the composer. */
+  async regenerate(cid, messageId, model) {
+    store.setNotice("composer", null);
+    try {
+      const body = await api.regenerate(cid, messageId, model);
+      if (body?.ai) {
+        store.mine = (store.mine || new Set()).add(body.ai.reply_id);
+        store.noteAis([body.ai]);
+      }
+      return true;
+    } catch (e) {
+      store.setNotice("composer", describe(e));
+      return false;
+    }
   },
 
   retrySend(clientId) {

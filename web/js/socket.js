@@ -142,7 +142,7 @@ export class Socket {
   sendMessage(item) {
     if (!this.open || item.error) return;
     const frame = { type: "message.send", conversation_id: item.cid, content: item.content, client_id: item.client_id };
-    if (item.model) frame.model = item.model;
+    if (item.models) frame.models = item.models; else if (item.model) frame.model = item.model;
     if (item.ai === true || item.ai === false) frame.ai = item.ai;
     frame.ref = this.ref({ kind: "send", client_id: item.client_id });
     if (this.send(frame)) this.sentAt.set(item.client_id, Date.now());
@@ -198,6 +198,8 @@ export class Socket {
         this.sentAt.delete(f.client_id);
         s.putMessages(f.message.conversation_id, [f.message], { live: true });
         if (f.ai) s.mine = (s.mine || new Set()).add(f.ai.reply_id);
+        for (const a of f.ais || []) s.mine = (s.mine || new Set()).add(a.reply_id);
+        s.noteAis(f.ais || (f.ai ? [f.ai] : []));
         break;
       case "ai.start":
         s.aiStart(f);

@@ -15,9 +15,11 @@ export class Store {
     this.conversations = new Map(); // id -> conversation (+ `activity`)
     this.rooms = new Map(); // id -> Room
     this.replies = new Map(); // reply_id -> live reply
+    this.routeReasons = new Map(); // reply_id -> why `auto` chose its model (ai.start, the ack's ai/ais)
     this.activeId = null;
     this.models = null; // GET /ai/models body
     this.route = null; // model id for the next message only
+    this.compare = null; // or 2-3 model ids answering the next message side by side
     this.notices = new Map(); // key -> inline error text ("settings", "auth", "create", "members:<cid>")
     this.seen = {};
     this.outbox = new Map(); // client_id -> {cid, content, model, tries}
@@ -64,6 +66,7 @@ export class Store {
     this.outbox = new Map();
     this.activeId = null;
     this.route = null;
+    this.compare = null;
     this.emit("session");
   }
 
@@ -144,6 +147,7 @@ export class Store {
     if (this.activeId === cid) return;
     this.activeId = cid;
     this.route = null;
+    this.compare = null;
     this.storage.setItem(this.key("active"), String(cid ?? ""));
     this.emit("active");
     this.emit("route");
@@ -225,10 +229,14 @@ export class Store {
 
   // -- optimistic sends ---------------------------------------------------------------
 
-  queueSend(cid, content, model) {
+  queueSend(cid, content, model, models) {
     const client_id = `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-    // A message routed to a model asks the AI, even where the AI answers only mentions.
-    const item = { client_id, cid, content, model: model || null, ai: model ? true : null, created_at: new Date().toISOString(), error: null };
+    models = models && models.length >= 2 ? [...models] : null;
+    // A message routed to a model (or to models side by side) asks the AI, even where the AI answers only mentions.
+    const item = {
+      client_id, cid, content, model: models ? null : model || null, models,
+      ai: model || models ? true : null, created_at: new Date().toISOString(), error: null,
+    };
     this.outbox.set(client_id, item);
     this.saveOutbox();
     this.emit("outbox", cid);
@@ -291,8 +299,12 @@ export class Store {
     }
     Object.assign(r, { model: f.model, tier: f.tier, replyTo: f.reply_to });
     if (f.fallback_from) r.fallbackFrom = f.fallback_from;
+    // The model id `auto` chose this model: the frame (or the ack before it) says why.
+    const reason = f.route_reason ?? this.routeReasons.get(f.reply_id);
+    if (reason != null) this.routeReasons.set(f.reply_id, reason);
     this.decorate(f.conversation_id, f.message_id, {
       model_used: f.model, tier: f.tier, fallback_from: r.fallbackFrom || null, reply_id: f.reply_id, reply_to: f.reply_to,
+      ...(reason != null ? { route_reason: reason } : {}),
     });
     this.emit("live", f.conversation_id);
   }
@@ -324,6 +336,8 @@ export class Store {
         fallback_from: "fallback_from" in msg ? msg.fallback_from : r?.fallbackFrom || null,
         reply_id: f.reply_id,
       };
+      const reason = msg.route_reason ?? this.routeReasons.get(f.reply_id);
+      if (reason != null) extra.route_reason = reason;
       if (f.type === "ai.error") extra.error = { code: f.code, message: f.message };
       const prev = this.message(cid, msg.id);
       if (r?.cancelledByMe) extra.cancelled_by_me = true;
@@ -374,6 +388,11 @@ export class Store {
     }
     this.emit("live", cid);
     return gone; // replies that ended while we were away: re-read them
+  }
+
+  /** The ack's `ai` (and `ais`): remember why `auto` chose each reply's model. */
+  noteAis(ais) {
+    for (const a of ais) if (a?.reply_id != null && a.route_reason != null) this.routeReasons.set(a.reply_id, a.route_reason);
   }
 
   /** Client-side fields on a message (tier, fallback, live text); creates nothing. */
@@ -433,12 +452,26 @@ export class Store {
   effectiveModel(cid) {
     const conv = this.conversations.get(cid);
     if (this.route) return { id: this.route, tier: "message" };
+    if (this.compare) return { id: this.compare[0], tier: "message" };
     if (conv?.default_model_id) return { id: conv.default_model_id, tier: "conversation" };
     return { id: this.models?.default_model_id ?? null, tier: "system" };
   }
 
+  setTemplates(list) {
+    this.templates = list;
+    this.emit("templates");
+  }
+
   setRoute(model) {
     this.route = model || null;
+    this.compare = null;
+    this.emit("route");
+  }
+
+  /** Side by side: 2-3 models answer the next message, each as its own reply. */
+  setCompare(models) {
+    this.compare = models && models.length >= 2 ? [...models] : null;
+    this.route = null;
     this.emit("route");
   }
 

@@ -53,13 +53,37 @@ export function fillRow(li, msg, ctx) {
       h("button.link", { type: "button", onclick: () => ctx.actions.retrySend(msg.client_id) }, "Retry"),
       h("button.link", { type: "button", onclick: () => ctx.actions.discardSend(msg.client_id) }, "Discard")));
   }
+  if (ai && msg.id !== undefined && msg.status && msg.status !== "streaming") extra.push(regenerateActions(msg, ctx));
   replace(li, avatar(ai ? null : msg.author), h("div.bubble", meta, body, extra));
+}
+
+/** A finished reply: ask again, on the room's chain or on a model picked for it. */
+function regenerateActions(msg, ctx) {
+  const cid = msg.conversation_id;
+  const withBtn = h("button.link.regenerate-with", {
+    type: "button", title: "Ask again with another model", "aria-haspopup": "dialog", "aria-expanded": "false",
+    onclick: () => ctx.picker?.open({
+      anchor: withBtn, purpose: "regenerate", title: "Regenerate with",
+      subtitle: "A new reply below; this one stays.", selected: msg.model_used,
+      onPick: (id) => ctx.actions.regenerate(cid, msg.id, id),
+    }),
+  }, "with…");
+  return h("div.msg-actions",
+    h("button.link.regenerate", {
+      type: "button", title: "Ask again: a new reply appears below, this one stays",
+      onclick: () => ctx.actions.regenerate(cid, msg.id),
+    }, "↻ Regenerate"),
+    ctx.picker ? withBtn : null);
 }
 
 function aiChips(msg, store) {
   const chips = [];
   const model = msg.model_used;
-  chips.push(h("span.chip.model-chip", { title: model || "", dataset: { model: model || "" } }, `AI • ${modelName(model, store)}`));
+  const why = msg.route_reason != null ? `auto: ${msg.route_reason}` : null;
+  chips.push(h("span.chip.model-chip", {
+    title: why ? `${model || ""}\n${why}` : model || "", dataset: { model: model || "", routeReason: msg.route_reason ?? "" },
+  }, `AI • ${modelName(model, store)}`));
+  if (why) chips.push(h("span.tag.auto", { title: why, "aria-label": `Chosen automatically: ${msg.route_reason}` }, "auto"));
   if (msg.tier === "mention") {
     const alias = mentionAlias(msg, store);
     const title = alias ? `Mentioned: @${alias} asked ${model}` : `Mentioned: an @alias in the message asked ${model}`;

@@ -25,6 +25,8 @@ export class Picker {
     if (this.opts && this.opts.anchor === opts.anchor) { this.close(); return; }
     this.opts = opts;
     this.query = "";
+    // Compare mode (the Route picker): models are toggled, 2-3 of them, then applied at once.
+    this.multi = opts.onCompare && opts.compare?.length ? [...opts.compare] : null;
     this.el.hidden = false;
     this.el.dataset.purpose = opts.purpose || "";
     this.render();
@@ -78,10 +80,27 @@ export class Picker {
     replace(this.el,
       h("div.picker-head",
         h("div", h("strong", o.title || "Model"), o.subtitle ? h("div.muted.small", o.subtitle) : null),
+        o.onCompare ? h("button.link.compare-toggle", {
+          type: "button", "aria-pressed": this.multi ? "true" : "false",
+          title: "Ask 2 or 3 models at once, each answering as its own reply",
+          onclick: () => { this.multi = this.multi ? null : []; this.render(); },
+        }, this.multi ? "Single model" : "Compare") : null,
         o.onClear ? h("button.link", { type: "button", onclick: () => { o.onClear(); this.close(); } }, o.clearLabel || "Clear") : null),
       this.search,
-      this.list);
+      this.list,
+      this.multi ? this.compareFoot() : null);
     this.renderList(q, providers);
+  }
+
+  compareFoot() {
+    const n = this.multi.length;
+    this.foot = h("div.picker-foot",
+      h("span.muted.small", n < 2 ? `Pick ${2 - n} more (2-3 models)` : `${n} models side by side`),
+      h("button.primary.compare-apply", {
+        type: "button", disabled: n < 2,
+        onclick: () => { this.opts.onCompare(this.multi); this.close(); },
+      }, `Compare ${n || ""}`.trim()));
+    return this.foot;
   }
 
   renderList() {
@@ -106,15 +125,27 @@ export class Picker {
           h("span.health", { class: state.health, title: state.title }, state.label)),
         models.map((m) => {
           const isDefault = m.id === store.models.default_model_id;
-          const selected = m.id === o.selected;
+          const multi = this.multi;
+          const selected = multi ? multi.includes(m.id) : m.id === o.selected;
+          const full = multi && !selected && multi.length >= 3;
           // The server says why a model is unavailable; the client's own guess is for an older server.
           const reason = m.available ? null
             : m.reason || (node && !node.healthy ? `node ${node.name} is unreachable` : "unavailable right now");
           return h("button.model", {
-            type: "button", disabled: !m.available || o.readonly, dataset: { model: m.id },
+            type: "button", disabled: !m.available || o.readonly || full, dataset: { model: m.id },
             "aria-pressed": selected ? "true" : "false", class: selected ? "selected" : undefined,
             title: reason || m.id,
-            onclick: () => { if (!o.readonly) { o.onPick(m.id); this.close(); } },
+            onclick: () => {
+              if (o.readonly) return;
+              if (multi) {
+                this.multi = selected ? multi.filter((x) => x !== m.id) : [...multi, m.id];
+                this.renderList();
+                this.foot?.replaceWith(this.compareFoot());
+                return;
+              }
+              o.onPick(m.id);
+              this.close();
+            },
           },
           h("span.model-main", h("span.model-name", m.name),
             speedText(m.stats) ? h("span.model-speed.muted.small", {

@@ -148,7 +148,7 @@ export class RoomView {
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
     let above = false;
     let appended = false;
-    const ctx = { store: this.store, actions: this.actions };
+    const ctx = { store: this.store, actions: this.actions, picker: this.picker };
     const fresh = [];
     for (const id of ids) {
       const msg = room.messages.get(id);
@@ -223,7 +223,7 @@ export class RoomView {
     const wasBottom = this.atBottom();
     const keep = new Set(items.map((i) => i.client_id));
     for (const [cid, li] of this.pendingRows) if (!keep.has(cid)) { li.remove(); this.pendingRows.delete(cid); }
-    const ctx = { store: this.store, actions: this.actions };
+    const ctx = { store: this.store, actions: this.actions, picker: this.picker };
     for (const item of items) {
       const msg = { client_id: item.client_id, role: "user", author: this.store.me, content: item.content, created_at: item.created_at, pending: true, error: item.error };
       let li = this.pendingRows.get(item.client_id);
@@ -333,17 +333,27 @@ export class RoomView {
       subtitle: "This model answers your next message only.",
       selected: this.store.route,
       onPick: (id) => this.store.setRoute(id),
-      onClear: this.store.route ? () => this.store.setRoute(null) : null,
+      onClear: this.store.route || this.store.compare ? () => this.store.setRoute(null) : null,
       clearLabel: "Back to room model",
+      // Compare: 2-3 models answer the next message side by side.
+      compare: this.store.compare || [],
+      onCompare: (ids) => this.store.setCompare(ids),
     });
   }
 
   renderRoute() {
     const r = this.store.route;
-    this.routeChip.hidden = !r;
-    this.routeBtn.classList.toggle("active", !!r);
+    const many = this.store.compare;
+    this.routeChip.hidden = !r && !many;
+    this.routeBtn.classList.toggle("active", !!(r || many));
     this.routeBtn.dataset.model = r || "";
-    if (r) {
+    this.routeChip.dataset.compare = many ? many.join(",") : "";
+    if (many) {
+      const names = many.flatMap((id, i) => [i ? h("span.muted", " vs ") : null, h("strong", { dataset: { model: id } }, modelName(id, this.store))]);
+      replace(this.routeChip, h("span", "Next message → "), ...names.filter(Boolean),
+        h("span.muted", " (side by side, this message only)"),
+        h("button.chip-x", { type: "button", "aria-label": "Clear compare", onclick: () => this.store.setRoute(null) }, "×"));
+    } else if (r) {
       replace(this.routeChip, h("span", "Next message → "), h("strong", { dataset: { model: r } }, modelName(r, this.store)),
         h("span.muted", " (this message only)"),
         h("button.chip-x", { type: "button", "aria-label": "Clear route", onclick: () => this.store.setRoute(null) }, "×"));
@@ -461,7 +471,7 @@ export class RoomView {
     const text = this.input.value;
     if (!text.trim()) return;
     this.stopTyping();
-    this.actions.send(this.cid, text, this.store.route);
+    this.actions.send(this.cid, text, this.store.route, this.store.compare);
     this.input.value = "";
     this.store.setDraft(this.cid, "");
     this.store.setRoute(null);
@@ -561,7 +571,10 @@ export class RoomView {
     const to = mentionsIn(this.input.value, store.models?.aliases || {});
     let state = "none";
     let text = ["The AI answers only when mentioned: ", h("strong", "mention @ai to ask the AI"), "."];
-    if (store.route) {
+    if (store.compare) {
+      state = "route";
+      text = [h("strong", store.compare.map((id) => modelName(id, store)).join(" and ")), " will answer this message side by side."];
+    } else if (store.route) {
       state = "route";
       text = [h("strong", modelName(store.route, store)), " will answer this message (routed)."];
     } else if (to.alias) {

@@ -13,6 +13,7 @@ export class Sidebar {
     store.on("active", () => this.schedule());
     store.on("session", () => this.renderMe());
     store.on("notice", (key) => key === "create" && this.renderCreateError());
+    store.on("templates", () => this.renderTemplates());
   }
 
   build() {
@@ -85,12 +86,12 @@ export class Sidebar {
     f.ai = h("input", { type: "checkbox", name: "with_ai", checked: true });
     f.error = h("div.form-error", { role: "alert", hidden: true });
     const mode = (value, label, hint) => h("label.mode-option",
-      h("input", { type: "radio", name: "mode", value, checked: value === "solo", onchange: () => this.modeChanged() }),
+      h("input", { type: "radio", name: "mode", value, checked: value === "solo", onchange: () => { this.edited.add("mode"); this.modeChanged(); } }),
       h("span", h("strong", label), h("span.muted.small", hint)));
     this.peopleRow = h("label.field", { hidden: true }, h("span", "Participants"), f.people);
     // A group's AI answers only mentions unless asked otherwise (sent explicitly: the server's default is all).
     const answer = (value) => h("label.check",
-      h("input", { type: "radio", name: "ai_answers", value, checked: value === "mentions" }),
+      h("input", { type: "radio", name: "ai_answers", value, checked: value === "mentions", onchange: () => this.edited.add("ai_answers") }),
       h("span", AI_ANSWERS_LABEL[value]));
     this.answersRow = h("fieldset.answers", { hidden: true }, h("legend", "The AI answers"), answer("mentions"), answer("all"));
     f.instructions = instructionsField("", { rows: 3 });
@@ -98,12 +99,23 @@ export class Sidebar {
       h("summary", "Instructions for the AI (optional)"),
       f.instructions.textarea,
       h("div.instructions-meta", h("span.muted.small", "Sent with every turn; everyone in the room can read them."), f.instructions.counter));
+    // Templates (GET /templates): picking one fills the fields a person has not edited; the
+    // POST names it, and the server takes what the form says over what the template says.
+    f.template = h("select", { name: "template", onchange: () => this.applyTemplate() });
+    f.templateNote = h("span.muted.small.template-note");
+    this.templateRow = h("label.field.template-row", { hidden: true }, h("span", "Template"), f.template, f.templateNote);
+    this.edited = new Set();
+    const mark = (name) => () => this.edited.add(name);
+    f.title.addEventListener("input", mark("title"));
+    f.ai.addEventListener("change", mark("with_ai"));
+    f.instructions.textarea.addEventListener("input", mark("instructions"));
     this.dialog = h("dialog.create",
       h("form", {
         method: "dialog",
         onsubmit: (e) => { e.preventDefault(); this.submitCreate(); },
       },
       h("h2", "New conversation"),
+      this.templateRow,
       h("label.field", h("span", "Title"), f.title),
       h("fieldset.modes", h("legend", "Who's in it"),
         mode("solo", "Solo", "Just you and the AI"),
@@ -127,7 +139,46 @@ export class Sidebar {
     this.form.people.placeholder = mode === "partner" ? "their username" : "usernames, separated by commas";
   }
 
+  renderTemplates() {
+    const list = this.store.templates || [];
+    const f = this.form;
+    const keep = f.template.value;
+    this.templateRow.hidden = !list.length;
+    replace(f.template, h("option", { value: "" }, "None"),
+      list.map((t) => h("option", { value: t.name }, t.label || t.name)));
+    f.template.value = list.some((t) => t.name === keep) ? keep : "";
+  }
+
+  /** Fill the form from the picked template; a field the person already edited keeps its value. */
+  applyTemplate() {
+    const f = this.form;
+    const t = (this.store.templates || []).find((x) => x.name === f.template.value);
+    f.templateNote.textContent = t?.title_prefix ? `Titled “${t.title_prefix}…”` : "";
+    if (!t) return;
+    const free = (name) => !this.edited.has(name) && t[name] !== undefined && t[name] !== null;
+    if (free("title")) f.title.value = t.title;
+    if (free("mode")) {
+      const radio = this.dialog.querySelector(`input[name=mode][value="${CSS.escape(t.mode)}"]`);
+      if (radio) radio.checked = true;
+      this.modeChanged();
+    }
+    if (free("with_ai")) f.ai.checked = !!t.with_ai;
+    if (free("ai_answers")) {
+      const radio = this.dialog.querySelector(`input[name=ai_answers][value="${CSS.escape(t.ai_answers)}"]`);
+      if (radio) radio.checked = true;
+    }
+    if (free("instructions")) {
+      f.instructions.textarea.value = t.instructions;
+      f.instructions.update();
+      this.instructionsRow.open = !!t.instructions;
+    }
+  }
+
   openCreate() {
+    this.edited.clear();
+    this.form.template.value = "";
+    this.form.templateNote.textContent = "";
+    this.actions.loadTemplates();
     this.form.title.value = "";
     this.form.people.value = "";
     this.form.instructions.textarea.value = "";
@@ -148,6 +199,7 @@ export class Sidebar {
     if (mode === "group") body.ai_answers = this.dialog.querySelector("input[name=ai_answers]:checked").value;
     const instructions = this.form.instructions.textarea.value;
     if (instructions.trim()) body.instructions = instructions;
+    if (this.form.template.value) body.template = this.form.template.value;
     const ok = await this.actions.createConversation(body);
     if (ok) this.dialog.close();
   }
