@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 9
+-- schema-version: 10
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -169,3 +169,6 @@ DO $$ BEGIN
             CHECK (ai_answers IN ('all', 'mentions'));
     END IF;
 END $$;
+
+-- Step 10: why `auto` chose a reply's model, kept with it.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS route_reason text;

@@ -156,6 +156,7 @@ class Message:
     cost_usd: Decimal | None = None
     error_code: str | None = None
     error_message: str | None = None
+    route_reason: str | None = None  # a reply's: why `auto` chose its model
 
     def wire(self) -> dict[str, Any]:
         usage = None
@@ -174,6 +175,7 @@ class Message:
             "created_at": rfc3339(self.created_at), "tier": self.tier, "fallback_from": self.fallback_from,
             "cancelled_by": self.cancelled_by.author() if self.cancelled_by else None,
             "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+            "route_reason": self.route_reason,
         }
 
 

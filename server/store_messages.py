@@ -19,14 +19,14 @@ from .records import FinalReply, Line, Message, Room, User
 _COLS = """m.id, m.conversation_id, m.seq, m.role, m.author_id, m.content, m.model_used, m.status,
     m.client_id, m.reply_to, m.reply_id, m.prompt_tokens, m.completion_tokens, m.created_at,
     m.tier, m.fallback_from, m.cancelled_by, m.usage_estimated, m.ttft_ms, m.gen_ms, m.cost_usd,
-    m.error_code, m.error_message,
+    m.error_code, m.error_message, m.route_reason,
     u.username, u.display_name,
     cu.username AS cancelled_username, cu.display_name AS cancelled_display_name"""
 _JOINS = "LEFT JOIN users u ON u.id = m.author_id LEFT JOIN users cu ON cu.id = m.cancelled_by"
 _FROM = f"messages m {_JOINS}"
 _RETURNING = """RETURNING id, conversation_id, seq, role, author_id, content, model_used, status,
     client_id, reply_to, reply_id, prompt_tokens, completion_tokens, created_at, tier, fallback_from,
-    cancelled_by, usage_estimated, ttft_ms, gen_ms, cost_usd, error_code, error_message"""
+    cancelled_by, usage_estimated, ttft_ms, gen_ms, cost_usd, error_code, error_message, route_reason"""
 _NO_CANCEL = "NULL::text AS cancelled_username, NULL::text AS cancelled_display_name"
 _NO_NAMES = f"NULL::text AS username, NULL::text AS display_name, {_NO_CANCEL}"
 
@@ -45,7 +45,7 @@ def _message(r: Any) -> Message:
         prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"],
         created_at=r["created_at"], tier=r["tier"], fallback_from=r["fallback_from"], cancelled_by=cancelled_by,
         usage_estimated=r["usage_estimated"], ttft_ms=r["ttft_ms"], gen_ms=r["gen_ms"], cost_usd=r["cost_usd"],
-        error_code=r["error_code"], error_message=r["error_message"],
+        error_code=r["error_code"], error_message=r["error_message"], route_reason=r["route_reason"],
     )
 
 
@@ -134,6 +134,7 @@ class MessageStore:
     async def start_reply(
         self, conversation_id: int, trigger_id: int, trigger_seq: int, reply_id: str, model: str, tier: str,
         requested_by: int, owner_node: str, history_messages: int, history_chars: int,
+        route_reason: str | None = None,
     ) -> tuple[Message, list[Line], str | None]:
         """Store an empty `streaming` reply (which fixes its seq) and read the history it answers
         and the conversation's instructions, in one round trip. The history is the latest `history_messages` messages up to the trigger,
@@ -143,8 +144,9 @@ class MessageStore:
             "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
             "           WHERE id = $1 RETURNING last_seq, instructions),"
             " r AS (INSERT INTO messages (conversation_id, seq, role, content, model_used, status,"
-            "                             reply_to, reply_id, owner_node, tier, requested_by)"
-            f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5, $9, $10 FROM c {_RETURNING}),"
+            "                             reply_to, reply_id, owner_node, tier, requested_by, route_reason)"
+            f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5, $9, $10, $11 FROM c"
+            f"      {_RETURNING}),"
             " h AS (SELECT role, content, author_id, seq,"
             "              sum(length(content)) OVER (ORDER BY seq DESC) AS total"
             "       FROM messages WHERE conversation_id = $1 AND seq <= $6"
@@ -157,7 +159,7 @@ class MessageStore:
             "   WHERE h.total <= $8 OR h.total = length(h.content)) AS history"
             " FROM r",
             conversation_id, trigger_id, reply_id, model, owner_node, trigger_seq, history_messages, history_chars,
-            tier, requested_by,
+            tier, requested_by, route_reason,
         )
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")

@@ -200,7 +200,7 @@ class Turns:
         try:
             msg, history, instructions = await self.store.messages.start_reply(
                 turn.room.id, turn.trigger.id, turn.trigger.seq, turn.reply_id, turn.model, turn.tier,
-                turn.requested_by, s.node_id, s.history_messages, s.history_chars)
+                turn.requested_by, s.node_id, s.history_messages, s.history_chars, turn.choice.reason)
         except Exception as e:
             # No row: nothing to store, but whoever was told of this reply hears that it ended.
             log.warning("turn %s could not start: %r", turn.reply_id, e)

@@ -134,4 +134,6 @@ async def test_an_auto_room_sends_code_to_one_model_and_chat_to_another_with_the
             await sock.until("ai.done")
             chat = (await send(u, conv["id"], "how was your weekend?"))["ai"]
             assert (chat["model"], chat["route_reason"]) == ("openai:gpt-a", "chit-chat")
+            page = (await u.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"]
+            assert [m["route_reason"] for m in page if m["role"] == "assistant"][0] == "code"  # kept with the reply
             await sock.close()

@@ -110,7 +110,7 @@ def test_message_and_ack_frames_carry_the_stored_message() -> None:
             "author": {"id": 1, "username": "alice", "display_name": "Alice"}, "content": "hi",
             "model_used": None, "status": "complete", "client_id": "c", "reply_to": None, "usage": None,
             "created_at": "2026-01-02T03:04:05.006Z", "tier": None, "fallback_from": None, "cancelled_by": None,
-            "error": None}
+            "error": None, "route_reason": None}
     assert protocol.message(m) == {"type": "message", "message": wire}
     ai = protocol.ai_info("r1", "echo:echo", "system")
     assert protocol.message_ack("ref", m, ai, False) == {"type": "message.ack", "ref": "ref", "client_id": "c",
