@@ -117,15 +117,18 @@ def create_app(settings: Settings) -> FrontDoor:
         # No connection cap here: each backend's concurrency is bounded by its own semaphore.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         registry = Registry(settings.default_model, default_concurrency=settings.provider_concurrency)
-        router = Router(registry, {name: tuple(Rule(**r) for r in rules) for name, rules in settings.routing.items()})
+        pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
+        stats = ModelStats(store)
+        policies = {name: tuple(Rule(**{**r, "models": tuple(r.get("models", ()))}) for r in rules)
+                    for name, rules in settings.routing.items()}
+        router = Router(registry, policies, ttft=lambda model: (stats.get(model) or {}).get("ttft_p50_ms"),
+                        price=lambda backend, kind, name: pricing.cost(backend, kind, name, 1000, 1000))
         metrics = Metrics()
         hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
-        pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
         budgets = Budgets(store, hub, router, pricing, metrics, settings)
         replies = Replies(store, hub, router, pricing, metrics, settings)
         turns = Turns(store, hub, router, settings, replies, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
-        stats = ModelStats(store)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
                     Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
                     budgets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from providers.registry import Backend, ModelNotServed, Registry
 
@@ -53,14 +54,30 @@ _CODE = re.compile(r"```|^\s{4}\S|\b(def|class|function|return|import|const|let|
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One rule of an `auto` policy: its conditions (all must hold) and the model it picks."""
+    """One rule of an `auto` policy: its conditions (all must hold) and the model it picks —
+    `model`, or among `models` the cheapest usable one whose recent time to first token
+    (p50) is within `max_ttft_ms`."""
 
-    model: str
+    model: str = ""
     reason: str = ""
     contains_code: bool | None = None
     min_chars: int | None = None
     max_chars: int | None = None
     pattern: str | None = None
+    models: tuple[str, ...] = ()
+    max_ttft_ms: float | None = None
+
+    def pick(self, facts: Facts) -> tuple[str, str] | None:
+        """(model, reason) when the rule has a usable model now."""
+        if not self.models:
+            return (self.model, self.why()) if facts.usable(self.model) else None
+        fast = [m for m in self.models if facts.usable(m) and (
+            self.max_ttft_ms is None or (facts.ttft(m) is not None and facts.ttft(m) <= self.max_ttft_ms))]  # type: ignore[operator]
+        if not fast:
+            return None
+        best = min(fast, key=lambda m: (facts.price(m) is None, facts.price(m) or 0))
+        speed = f" under {self.max_ttft_ms:g} ms to first token" if self.max_ttft_ms is not None else ""
+        return best, self.reason or f"cheapest{speed}"
 
     def holds(self, text: str) -> bool:
         if self.contains_code is not None and bool(_CODE.search(text)) != self.contains_code:
@@ -81,11 +98,21 @@ class Rule:
         return ", ".join(p for p in parts if p) or "default rule"
 
 
-def auto_route(text: str, rules: tuple[Rule, ...], usable: Callable[[str], bool]) -> tuple[str, str] | None:
-    """The first rule whose conditions hold and whose model is usable now: (model, reason)."""
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What auto routing may know of a model now: usable (served, node healthy), its recent
+    time to first token p50 in ms (None: no figures yet), its price (None: unknown)."""
+
+    usable: Callable[[str], bool]
+    ttft: Callable[[str], float | None] = lambda model: None
+    price: Callable[[str], Decimal | None] = lambda model: None
+
+
+def auto_route(text: str, rules: tuple[Rule, ...], facts: Facts) -> tuple[str, str] | None:
+    """The first rule whose conditions hold and that has a usable model now: (model, reason)."""
     for rule in rules:
-        if rule.holds(text) and usable(rule.model):
-            return rule.model, rule.why()
+        if rule.holds(text) and (picked := rule.pick(facts)) is not None:
+            return picked
     return None
 
 
@@ -116,9 +143,13 @@ def is_auto(model_id: str) -> bool:
 class Router:
     """The chain over the registry's current contents; the registry's lookups become `unknown_model`."""
 
-    def __init__(self, registry: Registry, policies: dict[str, tuple[Rule, ...]] | None = None) -> None:
+    def __init__(self, registry: Registry, policies: dict[str, tuple[Rule, ...]] | None = None,
+                 ttft: Callable[[str], float | None] = lambda model: None,
+                 price: Callable[[str, str, str], Decimal | None] = lambda backend, kind, name: None) -> None:
         self.registry = registry
         self.policies = policies or {}  # `auto:<name>` -> its rules; plain `auto` is "default"
+        self.facts = Facts(self.usable, ttft, self._price)
+        self._price_of = price  # (backend id, kind, model name) -> USD for a reference exchange
 
     def check(self, model_id: str) -> None:
         """Raise the contract's `unknown_model` unless the registry serves this id, or it names
@@ -132,7 +163,7 @@ class Router:
     def choose(self, message_model: str | None, conversation_model: str | None,
                message_tier: str = "message", text: str = "") -> Choice:
         def route(auto_id: str) -> tuple[str, str] | None:
-            return auto_route(text, self._policy(auto_id) or (), self.usable)
+            return auto_route(text, self._policy(auto_id) or (), self.facts)
 
         return choose(message_model, conversation_model, self.registry.default_model_id, message_tier, route)
 
@@ -143,6 +174,13 @@ class Router:
         except ModelNotServed:
             return False
         return backend.node is None or backend.node.healthy
+
+    def _price(self, model_id: str) -> Decimal | None:
+        try:
+            backend, name = self.registry.resolve(model_id)
+        except ModelNotServed:
+            return None
+        return self._price_of(backend.id, backend.kind, name)
 
     def _policy(self, auto_id: str) -> tuple[Rule, ...] | None:
         return self.policies.get(auto_id.partition(":")[2] or "default")

@@ -227,7 +227,8 @@ def _templates(table: Mapping[str, Any], where: Any) -> dict[str, dict[str, Any]
     return out
 
 
-RULE_KEYS = frozenset({"model", "reason", "contains_code", "min_chars", "max_chars", "pattern"})
+RULE_KEYS = frozenset({"model", "models", "max_ttft_ms", "reason", "contains_code", "min_chars", "max_chars",
+                       "pattern"})
 
 
 def _routing(table: Mapping[str, Any], where: Any) -> dict[str, list[dict[str, Any]]]:
@@ -239,8 +240,9 @@ def _routing(table: Mapping[str, Any], where: Any) -> dict[str, list[dict[str, A
             raise ValueError(f"[[routing.{name}]] in {where} must be a list of rules")
         for rule in rules:
             unknown = set(rule) - RULE_KEYS
-            if unknown or not isinstance(rule.get("model"), str):
-                raise ValueError(f"bad rule in [[routing.{name}]] in {where}: needs a model; "
+            picks = isinstance(rule.get("model"), str) != isinstance(rule.get("models"), list)
+            if unknown or not picks:
+                raise ValueError(f"bad rule in [[routing.{name}]] in {where}: needs a model or a list of models; "
                                  f"unknown keys {sorted(unknown)}; known: {sorted(RULE_KEYS)}")
             if "pattern" in rule:
                 re.compile(rule["pattern"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from providers.echo import EchoProvider
 from providers.registry import Backend, Registry
 from server.errors import UnknownModel
-from server.routing import Router, Rule, address, auto_route, choose
+from server.routing import Facts, Router, Rule, address, auto_route, choose
 
 
 def test_the_chain_picks_the_first_tier_that_names_a_model_and_keeps_the_rest_as_fallbacks() -> None:
@@ -90,19 +92,32 @@ RULES = (
     ("hello", "openai:small", "default rule"),
 ])
 def test_auto_routing_takes_the_first_rule_that_holds(text: str, model: str, reason: str) -> None:
-    assert auto_route(text, RULES, lambda m: True) == (model, reason)
+    assert auto_route(text, RULES, Facts(lambda m: True)) == (model, reason)
 
 
 def test_auto_routing_skips_models_that_are_not_usable_now() -> None:
-    assert auto_route("```x```", RULES, lambda m: m != "anthropic:claude-x") == ("openai:small", "default rule")
+    assert auto_route("```x```", RULES, Facts(lambda m: m != "anthropic:claude-x")) == ("openai:small", "default rule")
     down = {"anthropic:claude-x", "openai:small"}
-    assert auto_route("```x```", RULES, lambda m: m not in down) is None  # nothing usable: the next tier
+    assert auto_route("```x```", RULES, Facts(lambda m: m not in down)) is None  # nothing usable: the next tier
 
 
 def test_auto_in_the_chain_reports_the_tier_that_named_it_and_why() -> None:
     def route(auto_id: str) -> tuple[str, str] | None:
-        return auto_route("```code```", RULES, lambda m: True)
+        return auto_route("```code```", RULES, Facts(lambda m: True))
 
     c = choose(None, "auto", "echo:echo", route=route)
     assert (c.model, c.tier, c.reason, c.fallbacks) == ("anthropic:claude-x", "conversation", "contains code",
                                                         (("echo:echo", "system"),))
+
+
+def test_a_rule_over_several_models_picks_the_cheapest_usable_one_within_its_speed_target() -> None:
+    rule = Rule(models=("a:fast-dear", "b:fast-cheap", "c:slow-cheapest", "d:unknown-speed"), max_ttft_ms=500)
+    speed = {"a:fast-dear": 200.0, "b:fast-cheap": 450.0, "c:slow-cheapest": 900.0}
+    price = {"a:fast-dear": Decimal("0.02"), "b:fast-cheap": Decimal("0.001"), "c:slow-cheapest": Decimal("0.0001"),
+             "d:unknown-speed": Decimal(0)}
+    facts = Facts(lambda m: True, speed.get, price.get)
+    assert auto_route("hi", (rule,), facts) == ("b:fast-cheap", "cheapest under 500 ms to first token")
+    down = Facts(lambda m: m != "b:fast-cheap", speed.get, price.get)
+    assert auto_route("hi", (rule,), down) == ("a:fast-dear", "cheapest under 500 ms to first token")
+    none_fast = Facts(lambda m: m in ("c:slow-cheapest", "d:unknown-speed"), speed.get, price.get)
+    assert auto_route("hi", (rule,), none_fast) is None  # no figures is not fast: the next rule or tier
