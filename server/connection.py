@@ -26,7 +26,8 @@ log = logging.getLogger("chat.ws")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-CLOSE_TOO_SLOW = 1013
+CLOSE_TRY_LATER = 1013  # the close codes the server sends from more than one module
+CLOSE_TOO_SLOW = CLOSE_TRY_LATER
 CLOSE_UNAUTHORIZED = 4401
 
 _ids = itertools.count(1)

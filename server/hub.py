@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from . import protocol
 from .broker import Broker
-from .connection import CLOSE_TOO_SLOW as CLOSE_TRY_LATER
-from .connection import Connection
+from .connection import CLOSE_TRY_LATER, Connection
 from .errors import NotFound
 from .events import Event
 from .presence import Presence

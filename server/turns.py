@@ -339,7 +339,7 @@ class Turns:
         if turn.reserved:
             try:
                 await self.budgets.settle(msg.id, final.cost_usd, turn.room.id, turn.requested_by, turn.room.owner_id)
-            except Exception as e:  # the reservation is released by the next sweep (Budgets._loop)
+            except Exception as e:  # the reservation is released by the next sweep (Budgets.sweep)
                 log.warning("turn %s: settling its budget failed: %r", turn.reply_id, e)
         if stored.status == "error":
             self._emit(turn, protocol.ai_error(turn.room.id, turn.reply_id, turn.model, stored.error_code or "",

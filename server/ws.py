@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import protocol
 from .auth import bearer, token_hash
-from .connection import CLOSE_UNAUTHORIZED, Connection
+from .connection import CLOSE_TRY_LATER, CLOSE_UNAUTHORIZED, Connection
 from .errors import ChatError, Invalid, RateLimited, TooLarge, Unauthorized, Unavailable
 from .metrics import Metrics
 from .node import Node
@@ -38,7 +38,7 @@ from .settings import Settings
 
 log = logging.getLogger("chat.ws")
 
-CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY, CLOSE_TRY_LATER = 1008, 1009, 1001, 1013
+CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_GOING_AWAY = 1008, 1009, 1001
 SENDS_IN_FLIGHT = 32  # message.send frames of one socket being stored at once
 
 
