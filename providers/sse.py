@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
-    """One dispatched event, as the WHATWG event-stream rules define it."""
+class SSEEvent(NamedTuple):
+    """One dispatched event, as the WHATWG event-stream rules define it.
+
+    A tuple rather than a dataclass: one is made per relayed token, and a tuple is the
+    cheapest object Python makes."""
 
     event: str
     data: str
@@ -19,12 +21,20 @@ class SSEEvent:
 
 
 class SSEParser:
-    """Feed raw body bytes in any pieces; get complete events back in order."""
+    """Feed raw body bytes in any pieces; get complete events back in order.
 
-    __slots__ = ("_buf", "_skip_lf", "_started", "_event", "_data", "_has_data", "_last_id")
+    Two paths, one result. The common stream (LF line ends, events of one `data:` line, as
+    OpenAI-compatible servers send) is cut at each blank line with `bytes.find` and each
+    event made from one slice; anything else (CR or CRLF line ends, several fields, an
+    event split mid-field) goes line by line through the WHATWG rules. Unconsumed bytes stay
+    in `_buf` from `_pos` on, so a consumer that stops early leaves the parser consistent
+    without copying the rest of a large read once per event."""
+
+    __slots__ = ("_buf", "_pos", "_skip_lf", "_started", "_event", "_data", "_has_data", "_last_id")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._pos = 0  # _buf[_pos:] is not parsed yet
         self._skip_lf = False  # a chunk ended in "\r": a "\n" starting the next one is the same EOL
         self._started = False
         self._event = ""
@@ -35,7 +45,7 @@ class SSEParser:
     @property
     def pending(self) -> bool:
         """True when bytes or fields of an undispatched event are buffered (a truncated stream)."""
-        return bool(self._buf) or self._has_data or bool(self._event)
+        return len(self._buf) > self._pos or self._has_data or bool(self._event)
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume a chunk and return the events it completes."""
@@ -50,20 +60,44 @@ class SSEParser:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
-        buf = self._buf + chunk if self._buf else chunk
-        self._buf = b""
+        buf, pos = self._buf, self._pos
+        buf = (buf[pos:] + chunk if pos else buf + chunk) if buf else chunk
+        self._buf, self._pos = buf, 0
+        if self._started and not self._has_data and not self._event and b"\r" not in buf:
+            return self._blocks(buf)
+        return self._lines(buf)
+
+    def _blocks(self, buf: bytes) -> Iterator[SSEEvent]:
+        """LF-only input starting at an event boundary: one event per blank-line-ended block."""
+        pos = 0
+        find = buf.find
+        while (end := find(b"\n\n", pos)) >= 0:
+            if buf.startswith(b"data:", pos) and find(b"\n", pos, end) < 0:
+                # The usual event: one data line, nothing else.
+                start = pos + 6 if buf[pos + 5] == 32 else pos + 5  # 32: one optional space
+                event = SSEEvent("message", buf[start:end].decode("utf-8", "replace"), self._last_id)
+            else:
+                events: list[SSEEvent] = []
+                for raw in buf[pos:end].split(b"\n"):
+                    self._line(raw, events)
+                self._dispatch(events)
+                event = events[0] if events else None  # a block ends in one dispatch: at most one event
+            pos = self._pos = end + 2
+            if event is not None:
+                yield event
+
+    def _lines(self, buf: bytes) -> Iterator[SSEEvent]:
+        """Any input, one line at a time."""
         events: list[SSEEvent] = []
         pos = 0
         for m in _EOL.finditer(buf):
             self._line(buf[pos : m.start()], events)
-            pos = m.end()
+            pos = self._pos = m.end()
             if pos == len(buf) and m.group() == b"\r":
                 self._skip_lf = True
             if events:
-                self._buf = buf[pos:]  # what is left, should the consumer stop here
                 yield from events
                 events.clear()
-        self._buf = buf[pos:]
 
     def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
         line = raw.decode("utf-8", "replace")
