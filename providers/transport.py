@@ -46,8 +46,13 @@ class ModelListing:
 class Upstream:
     """One streaming request: send within the deadlines, read chunks, close on any early exit."""
 
+    # The deadlines are watched by one timer per stream, not an `asyncio.timeout` per read: a
+    # read only notes when it began, and the timer, when it fires, works out the deadline that
+    # applies now and either re-arms for it (rarely: once per `idle` period) or cancels the
+    # reading task, which `read()` turns into a ProviderTimeout (as `asyncio.timeout` does).
     __slots__ = ("_session", "_url", "_body", "_headers", "_timeouts", "_name",
-                 "_sse", "_loop", "_started", "_first", "_resp", "_finished")
+                 "_sse", "_loop", "_started", "_first", "_resp", "_finished",
+                 "_read_at", "_reader", "_timer", "_expired")
 
     def __init__(
         self,
@@ -72,16 +77,22 @@ class Upstream:
         self._first = False
         self._resp: aiohttp.ClientResponse | None = None
         self._finished = False
+        self._read_at = self._started  # when the current (or last) read began
+        self._reader: asyncio.Task[Any] | None = None  # the task waiting in read(), if any
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired: tuple[str, float, int] | None = None  # (which, limit, cancels before ours)
 
     def got_token(self) -> None:
         """The first text delta arrived: from now on the idle timeout governs reads."""
-        self._first = True
+        if not self._first:
+            self._first = True
+            self._disarm()  # the idle deadline may come before the first-token one it was set for
 
     def _deadline(self) -> tuple[float, str, float]:
         t = self._timeouts
         total_at = self._started + t.total
         if self._first:
-            at, which, limit = self._loop.time() + t.idle, "idle", t.idle
+            at, which, limit = self._read_at + t.idle, "idle", t.idle
         else:
             at, which, limit = self._started + t.first_token, "first_token", t.first_token
         if total_at <= at:
@@ -121,20 +132,51 @@ class Upstream:
     async def read(self) -> bytes:
         """Next body chunk, b"" at a clean end; raises ProviderTimeout/ProviderConnectionError."""
         assert self._resp is not None
-        at, which, limit = self._deadline()
+        self._read_at = self._loop.time()
+        if self._timer is None:
+            self._arm()
+        task = self._reader = asyncio.current_task()
         try:
-            async with asyncio.timeout_at(at):
-                return await self._resp.content.readany()
+            return await self._resp.content.readany()
+        except asyncio.CancelledError:
+            expired = self._expired
+            if expired is not None and task is not None and task.uncancel() <= expired[2]:
+                self._expired = None
+                raise self._timeout(expired[0], expired[1]) from None
+            raise
         except TimeoutError as exc:
-            if _is_aiohttp(exc):
-                raise translate(exc, self._name) from None
-            raise self._timeout(which, limit) from None
+            raise translate(exc, self._name) from None  # aiohttp's own (we set no read timeout)
         except (aiohttp.ClientError, OSError) as exc:
             raise translate(exc, self._name) from None
+        finally:
+            self._reader = None
+
+    def _arm(self) -> None:
+        self._timer = self._loop.call_at(self._deadline()[0], self._expire)
+
+    def _expire(self) -> None:
+        """The watchdog fired: cancel a read past its deadline, or wait for the one that now applies."""
+        self._timer = None
+        reader = self._reader
+        if reader is None or self._resp is None:
+            return  # between reads: the next read() arms it again
+        at, which, limit = self._deadline()
+        if at > self._loop.time():
+            self._timer = self._loop.call_at(at, self._expire)
+            return
+        if self._expired is None:
+            self._expired = (which, limit, reader.cancelling())
+            reader.cancel()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def finish(self) -> None:
         """End marker seen: wait briefly for the body's end so the connection can be reused."""
         assert self._resp is not None
+        self._disarm()
         try:
             async with asyncio.timeout(_DRAIN):
                 while await self._resp.content.readany():
@@ -149,6 +191,7 @@ class Upstream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._disarm()
         if self._resp is None:
             return
         if self._finished and exc is None:

@@ -159,6 +159,26 @@ async def test_stall_after_first_token_times_out_within_idle(http: Any, kind: Ki
     assert 0.15 < elapsed < 1.0
 
 
+async def test_stall_after_first_token_times_out_within_idle_even_when_first_token_allows_longer(
+        http: Any, kind: Kind) -> None:
+    timeouts = Timeouts(connect=1.0, first_token=30.0, idle=0.2, total=60.0)
+    async with kind.fake(tokens=["a", "b"], fail_after=1, fail_mode="stall") as fake:
+        provider = kind.make(http, fake.base_url, timeouts)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout) as info:
+            await collect(provider.stream("m", HELLO))
+    assert info.value.which == "idle"
+    assert time.monotonic() - started < 10.0  # the idle deadline, not the first-token one (30 s)
+
+
+async def test_steady_stream_longer_than_first_token_and_idle_limits_completes(http: Any, kind: Kind) -> None:
+    timeouts = Timeouts(connect=1.0, first_token=0.3, idle=0.3, total=10.0)
+    async with kind.fake(tokens=["t"] * 12, delay=0.05) as fake:
+        provider = kind.make(http, fake.base_url, timeouts)
+        deltas, end = await collect(provider.stream("m", HELLO))
+    assert deltas == ["t"] * 12 and end.finish_reason is not None
+
+
 async def test_stall_before_first_token_times_out_as_first_token(http: Any, kind: Kind) -> None:
     async with kind.fake(tokens=["a"], fail_after=0, fail_mode="stall") as fake:
         provider = kind.make(http, fake.base_url, FAST)
