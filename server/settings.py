@@ -78,6 +78,7 @@ class Settings:
     default_model: str = "echo:echo"
     echo_delay: float = 0.02
     coalesce_ms: float = 15.0
+    coalesce_growth: float = 4.0  # under load the window widens up to coalesce_ms x this (1: fixed)
     history_messages: int = 40
     history_chars: int = 24_000
     node_check_interval: float = 30.0
@@ -136,6 +137,7 @@ ENV: dict[str, tuple[str, type]] = {
     "default_model": ("DEFAULT_MODEL", str),
     "echo_delay": ("CHAT_ECHO_DELAY", float),
     "coalesce_ms": ("CHAT_COALESCE_MS", float),
+    "coalesce_growth": ("CHAT_COALESCE_GROWTH", float),
     "provider_concurrency": ("CHAT_PROVIDER_CONCURRENCY", int),
     "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
     "reply_checkpoint_interval": ("CHAT_REPLY_CHECKPOINT_INTERVAL", float),

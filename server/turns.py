@@ -17,6 +17,7 @@ from providers.registry import Backend
 
 from . import logs, protocol
 from .budgets import BudgetExceeded, Budgets
+from .coalescing import Coalescer, Window
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
@@ -92,7 +93,7 @@ class Turns:
         self.metrics = metrics
         self.budgets = budgets
         self.received = 0  # provider deltas received (read by the metrics at scrape time)
-        self.window = settings.coalesce_ms / 1000.0
+        self.window = Window(settings.coalesce_ms / 1000.0, settings.coalesce_ms * settings.coalesce_growth / 1000.0)
         self.by_reply: dict[str, Turn] = {}
         self.by_trigger: dict[int, Turn] = {}
         self._queues: dict[int, list[tuple[int, int, list[Turn]]]] = {}  # a trigger's replies go together
@@ -272,21 +273,9 @@ class Turns:
         raise AssertionError("unreachable")
 
     async def _relay(self, turn: Turn, backend: Backend, name: str, prompt: list[ChatMessage]) -> StreamEnd | None:
-        """Provider deltas -> coalesced ai.delta frames: the first at once, then one per window."""
+        """Provider deltas -> coalesced ai.delta frames (see coalescing.py): the first at once."""
         loop = asyncio.get_running_loop()
-        pending: list[str] = []
-        timer: asyncio.TimerHandle | None = None
-        last_flush = 0.0
-
-        def flush() -> None:
-            nonlocal timer, last_flush
-            timer = None
-            if pending:
-                text = "".join(pending)
-                pending.clear()
-                last_flush = loop.time()
-                self._delta(turn, text)
-
+        frames = Coalescer(lambda text: self._delta(turn, text), self.window)
         end: StreamEnd | None = None
         clock = turn.clock
         try:
@@ -294,6 +283,7 @@ class Turns:
                 clock.asked = loop.time()
                 stream = backend.provider.stream(name, prompt, max_tokens=self.settings.ai_max_tokens,
                                                  temperature=self.settings.ai_temperature)
+                self.window.enter()
                 try:
                     async for item in stream:
                         if isinstance(item, StreamEnd):
@@ -302,20 +292,13 @@ class Turns:
                         if not clock.first:
                             clock.first = loop.time()
                         self.received += 1
-                        pending.append(item)
-                        if timer is None:
-                            wait = last_flush + self.window - loop.time()
-                            if wait <= 0:
-                                flush()
-                            else:
-                                timer = loop.call_later(wait, flush)
+                        frames.add(item)
                 finally:
+                    self.window.leave()
                     await stream.aclose()
         finally:
             clock.ended = loop.time()
-            if timer is not None:
-                timer.cancel()
-            flush()  # nothing received is ever dropped, even on cancel or error
+            frames.close()  # nothing received is ever dropped, even on cancel or error
         return end
 
     def _delta(self, turn: Turn, text: str) -> None:
