@@ -3,43 +3,53 @@
 A frame costs the server far more than a token (encode, fan-out, one write per subscriber),
 so tokens that arrive close together share a frame. The first delta of a reply always goes
 out at once. After that, text waits at most one window after the previous frame, and all
-the tokens of one read go out together. The window is `coalesce_ms` while the event loop
-keeps up; when it falls behind (every callback runs late by the loop's lag), the window
-widens with that lag, up to `coalesce_ms x coalesce_growth`: a busy server sends fewer,
-larger frames, which is what lets it catch up. Text is only ever appended: never
-reordered, never dropped.
+the tokens of one read go out together. The window is `coalesce_ms` while the server keeps
+up, and widens up to `coalesce_ms x coalesce_growth` when it does not: a busy server sends
+fewer, larger frames, which is what lets it catch up. Two signals, from one timer probe
+every 50 ms while replies stream: the loop's lag (how late the probe runs; the window
+follows twice that), and how busy the process is (CPU time over wall time in the probe's
+interval: from 60% busy the window widens in proportion, reaching the cap at 90%). The
+lag alone misses a server that is behind: a backlog waits in the sockets' kernel buffers,
+not in the loop's ready queue, and every loop pass can stay short. Text is only ever
+appended: never reordered, never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 PROBE = 0.05  # seconds between two measurements of the loop's lag while replies stream
 DECAY = 0.8  # per probe: a lag that went away narrows the window over ~10 probes (0.5 s)
 LAG_FACTOR = 2.0  # the window follows twice the lag: text waits about as long as everything else already does
+BUSY_LOW, BUSY_HIGH = 0.6, 0.9  # CPU share of the process over a probe interval: the base window below, the cap above
 
 
 class Window:
     """The current coalescing window of every reply on this server, from the loop's lag."""
 
-    __slots__ = ("base", "cap", "value", "lag", "_active", "_due", "_timer")
+    __slots__ = ("base", "cap", "value", "lag", "busy", "_active", "_due", "_timer", "_cpu", "_at")
 
     def __init__(self, base: float, cap: float) -> None:
         self.base = base
         self.cap = max(base, cap)
         self.value = base  # seconds
-        self.lag = 0.0  # smoothed: rises at once, decays slowly
+        self.lag = 0.0  # smoothed (both rise at once and decay slowly)
+        self.busy = 0.0
         self._active = 0  # replies streaming: the probe runs only while there are some
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._cpu = 0.0  # process CPU time and loop time at the last probe
+        self._at = 0.0
 
     def enter(self) -> None:
         """A reply starts streaming."""
         self._active += 1
         if self._timer is None and self.cap > self.base:
             loop = asyncio.get_running_loop()
-            self._due = loop.time() + PROBE
+            self._at, self._cpu = loop.time(), time.process_time()
+            self._due = self._at + PROBE
             self._timer = loop.call_at(self._due, self._probe)
 
     def leave(self) -> None:
@@ -48,20 +58,23 @@ class Window:
         if self._active <= 0 and self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            self.lag, self.value = 0.0, self.base
+            self.lag, self.busy, self.value = 0.0, 0.0, self.base
 
     def _probe(self) -> None:
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        self.observe(now - self._due)
+        now, cpu = loop.time(), time.process_time()
+        self.observe(now - self._due, (cpu - self._cpu) / (now - self._at) if now > self._at else 0.0)
+        self._at, self._cpu = now, cpu
         self._due = now + PROBE
         self._timer = loop.call_at(self._due, self._probe)
 
-    def observe(self, lag: float) -> None:
-        """One measurement of how late a timer ran (seconds)."""
-        lag = max(0.0, lag)
+    def observe(self, lag: float, busy: float = 0.0) -> None:
+        """One measurement: how late a timer ran (seconds), and the share of a core the process used."""
+        lag, busy = max(0.0, lag), min(1.0, max(0.0, busy))
         self.lag = lag if lag > self.lag else self.lag * DECAY + lag * (1 - DECAY)
-        self.value = min(self.cap, max(self.base, LAG_FACTOR * self.lag))
+        self.busy = busy if busy > self.busy else self.busy * DECAY + busy * (1 - DECAY)
+        load = min(1.0, max(0.0, (self.busy - BUSY_LOW) / (BUSY_HIGH - BUSY_LOW)))
+        self.value = min(self.cap, max(self.base, LAG_FACTOR * self.lag, self.base + (self.cap - self.base) * load))
 
 
 class Coalescer:

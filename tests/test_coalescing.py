@@ -84,9 +84,22 @@ def test_window_follows_lag_up_to_its_cap_and_narrows_back_to_base() -> None:
     assert window.value == 0.015
 
 
+def test_window_widens_with_how_busy_the_process_is_from_60_to_90_percent() -> None:
+    window = Window(base=0.01, cap=0.07)
+    window.observe(0.0, busy=0.5)
+    assert window.value == 0.01
+    window.observe(0.0, busy=0.75)
+    assert abs(window.value - 0.04) < 1e-9  # halfway between 60% and 90%: halfway to the cap
+    window.observe(0.0, busy=1.0)
+    assert window.value == 0.07
+    for _ in range(60):
+        window.observe(0.0, busy=0.1)
+    assert window.value == 0.01
+
+
 def test_window_of_zero_growth_never_widens() -> None:
     window = Window(base=0.0, cap=0.0)
-    window.observe(1.0)
+    window.observe(1.0, busy=1.0)
     assert window.value == 0.0
 
 
