@@ -107,6 +107,17 @@ def _parse_chunk(data: str, name: str) -> tuple[str | None, str | None, Usage | 
         raise ProviderProtocolError(f"{name}: malformed stream event: {snippet(data)!r}") from None
     if not isinstance(obj, dict):
         raise ProviderProtocolError(f"{name}: malformed stream event: {snippet(data)!r}")
+    if obj.get("usage") is None and "error" not in obj:
+        # The usual chunk: one choice, a text delta, no usage; anything else takes the long way.
+        try:
+            choice = obj["choices"][0]
+            content = choice["delta"]["content"]
+            reason = choice["finish_reason"]
+        except (KeyError, IndexError, TypeError):
+            pass
+        else:
+            if content.__class__ is str and (reason is None or reason.__class__ is str):
+                return content, reason, None
     error = obj.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else str(error)
