@@ -29,7 +29,9 @@ PY = os.environ.get("BENCH_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
 NODE = shutil.which("node") or "node"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-SERVER_CPU, LOAD_CPU = "0", "1"
+# BENCH_SERVER_CPUS (e.g. "0,1") lets the server's processes use more cores, for experiments;
+# the figures in bench/README.md all come from the default placement.
+SERVER_CPU, LOAD_CPU = os.environ.get("BENCH_SERVER_CPUS", "0"), "1"
 
 
 def free_port() -> int:
@@ -73,8 +75,9 @@ class Proc:
     """A child process pinned to one CPU, in its own session; stdout lines read by a thread."""
 
     def __init__(self, name: str, argv: list[str], cpu: str, env: dict[str, str] | None = None,
-                 stdin: bool = False, log: Path | None = None) -> None:
+                 stdin: bool = False, log: Path | None = None, tree: bool = False) -> None:
         self.name = name
+        self.tree = tree  # its CPU is its own plus its children's (run.py --workers: the workers)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log = open(log, "ab") if log else subprocess.DEVNULL
         self.p = subprocess.Popen(
@@ -120,7 +123,7 @@ class Proc:
         self.p.stdin.flush()
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return tree_cpu_seconds(self.pid) if self.tree else cpu_seconds(self.pid)
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
@@ -204,6 +207,28 @@ class Postgres:
                 "e.pg_ctl(['-w', '-m', 'fast', 'stop'], pgdata=s.pgdata, user=s.system_user)\n")
         subprocess.run([PY, "-c", code, str(self.data / "postgres")], cwd=ROOT, capture_output=True, timeout=60)
         self.pid = None
+
+
+# --- Redis -----------------------------------------------------------------------------
+
+class Redis:
+    """A private redis-server on loopback, pinned to the load core, no persistence."""
+
+    def __init__(self, out: Path) -> None:
+        path = shutil.which("redis-server")
+        if path is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.proc = Proc("redis", [path, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                                   "--appendonly", "no"], LOAD_CPU, log=out / "redis.log")
+        wait_port(self.port, self.proc)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def cpu(self) -> float:
+        return self.proc.cpu()
+
+    def stop(self) -> None:
+        self.proc.stop()
 
 
 # --- REST setup -----------------------------------------------------------------------

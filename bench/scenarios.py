@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import BENCH, LOAD_CPU, NODE, PY, SERVER_CPU, Postgres, Proc, free_port, log, rest, wait_port
+from harness import BENCH, LOAD_CPU, NODE, PY, SERVER_CPU, Postgres, Proc, Redis, free_port, log, rest, wait_port
 
 SERVER_ENV = {
     "CHAT_WS_RATE_PER_SECOND": "100000", "CHAT_WS_RATE_BURST": "100000",
@@ -36,6 +36,7 @@ class Ctx:
     smoke: bool
     sizes: dict[str, Any]
     py_spy: str | None = None  # profile the server during each measured window (perturbs the figures)
+    redis: Redis | None = None  # the private redis-server of the P6 scenarios, while one runs
     rows: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -49,15 +50,21 @@ class Ctx:
 class Chat:
     """Our server on CPU 0, on a fresh database, with users registered."""
 
-    def __init__(self, ctx: Ctx, name: str, users: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, ctx: Ctx, name: str, users: int, env: dict[str, str] | None = None, workers: int = 1,
+                 redis_url: str | None = None) -> None:
         self.port = free_port()
         self.pg = ctx.pg
         self.db = ctx.pg.database(f"bench_{name.lower()}")
         config = ctx.out / f"chat-{name}.toml"
-        config.write_text((env or {}).pop("_toml", ""))
-        self.proc = Proc("chat", [PY, "run.py", "--port", str(self.port), "--database-url", self.db], SERVER_CPU,
-                         env={**SERVER_ENV, "CHAT_CONFIG": str(config), **(env or {})},
-                         log=ctx.out / f"chat-{name}.log")
+        env = dict(env or {})
+        config.write_text(env.pop("_toml", ""))
+        argv = [PY, "run.py", "--port", str(self.port), "--database-url", self.db]
+        if workers > 1:  # N processes on the port (SO_REUSEPORT); their CPU is summed with the parent's
+            argv += ["--workers", str(workers)]
+        if redis_url:
+            argv += ["--redis-url", redis_url]
+        self.proc = Proc("chat", argv, SERVER_CPU, env={**SERVER_ENV, "CHAT_CONFIG": str(config), **env},
+                         log=ctx.out / f"chat-{name}.log", tree=workers > 1)
         wait_port(self.port, self.proc)
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = f"ws://127.0.0.1:{self.port}/ws"
@@ -105,22 +112,25 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
     try:
         ready = lg.event("ready", timeout=300)
         time.sleep(0.5)  # let setup traffic settle before the window opens
+        r0 = ctx.redis.cpu() if ctx.redis else 0.0
         s0, l0, d0, t0 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
         spy = None
         if ctx.py_spy and server.name == "chat":
+            extra = os.environ.get("BENCH_PY_SPY_ARGS", "").split()  # e.g. --native --subprocesses
             spy = Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
-                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt")], LOAD_CPU,
+                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt"), *extra], LOAD_CPU,
                        log=ctx.out / "py-spy.log")
         lg.send("go")
         done = lg.event("done", timeout=cfg["duration"] + cfg.get("drain_timeout", 10) + 120)
         s1, l1, d1, t1 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
+        r1 = ctx.redis.cpu() if ctx.redis else 0.0
         if spy is not None:  # py-spy writes its profile on SIGINT
             os.killpg(spy.pid, signal.SIGINT)
             spy.p.wait(60)
     finally:
         lg.stop()
     done.update(setup_s=ready["setup_s"], wall_s=t1 - t0, server_cpu_s=s1 - s0, loadgen_cpu_s=l1 - l0,
-                db_cpu_s=d1 - d0)
+                db_cpu_s=d1 - d0, redis_cpu_s=r1 - r0)
     done["valid"] = all(done.get(k, 0) == 0 for k in
                         ("lost", "duplicates", "gaps", "errors", "unexpected_closes", "undrained", "unacked"))
     log(f"  {label}: valid={done['valid']} deliveries={done['deliveries']} elapsed={done['elapsed_s']:.2f}s "
@@ -415,14 +425,26 @@ def ai_env(fake_port: int, streams: int) -> dict[str, str]:
             "DEFAULT_MODEL": "openai:fake", "_toml": toml}
 
 
-def ai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay: float) -> list[Any]:
+def warm_up(chat: Chat, turns: int) -> None:
+    """AI turns before the measured window, as the direct client does one: the first reply's cost
+    lookup loads genai-prices' tables, and the provider connection is opened (per worker: with
+    several, connections land on one or the other, so a few turns reach both)."""
+    cid = chat.conversation(0, [0], with_ai=True)
+    for i in range(turns):
+        rest(chat.base, "POST", f"/conversations/{cid}/messages?wait=true", {"content": f"warm-up {i}"},
+             chat.users[0]["token"])
+
+
+def ai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay: float, workers: int = 1,
+                redis_url: str | None = None) -> list[Any]:
     fport = free_port()
     fake = Proc("fake", [PY, str(BENCH / "fake_provider.py"), "--port", str(fport), "--tokens", str(tokens),
                          "--delay", str(delay)], LOAD_CPU, log=ctx.out / f"fake-{sid}.log")
     wait_port(fport, fake)
     nusers = min(streams, ctx.size("users", 40, 4))
-    chat = Chat(ctx, sid, nusers, ai_env(fport, streams))
+    chat = Chat(ctx, sid, nusers, ai_env(fport, streams), workers=workers, redis_url=redis_url)
     try:
+        warm_up(chat, 2 * workers)
         def ours(i: int) -> dict[str, Any]:
             cids = [chat.conversation(s % nusers, [s % nusers], with_ai=True) for s in range(streams)]
             conns = [{"token": chat.users[s % nusers]["token"], "subs": [cid], "ai": {"cid": cid, "turns": turns}}
@@ -496,7 +518,79 @@ def a2(ctx: Ctx) -> None:
         f"all turns done in {elapsed:.1f} s (one turn alone: {tokens * delay:.1f} s)")
 
 
-SCENARIOS: dict[str, Callable[[Ctx], None]] = {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "S1": s1, "A1": a1, "A2": a2}
+# --- several processes ------------------------------------------------------------------
+
+def p6(ctx: Ctx) -> None:
+    """F1 and F2's room on 2 processes joined by Redis against 1 process with the in-memory broker.
+
+    `run.py --workers 2` (SO_REUSEPORT: the kernel spreads the connections over the two); the
+    sender lands on one, the other delivers to its share of the room from Redis. CPU is the
+    sum over the parent and both workers; Redis (pinned to CPU 1 with the load generator and
+    PostgreSQL) is reported apart, like PostgreSQL."""
+    subs, rate = ctx.size("subscribers", 1000, 50), ctx.size("rate", 50, 20)
+    window, duration = ctx.size("window", 8, 4), ctx.size("duration", 10, 2)
+    ctx.redis = Redis(ctx.out)
+    one = two = None
+    try:
+        one = Chat(ctx, "P6-one", ctx.size("users", 21, 6))
+        two = Chat(ctx, "P6-two", ctx.size("users", 21, 6), workers=2, redis_url=ctx.redis.url)
+        for shape, send in (("F1", {"rate": rate, "max": int(rate * duration)}), ("F2", {"window": window})):
+            def run(chat: Chat, label: str) -> dict[str, Any]:
+                cid = chat.conversation(0, list(range(len(chat.users))))
+                return load_run(ctx, label, chat.proc, {"mode": "room", "url": chat.url, "duration": duration,
+                                                       "conns": room_specs(chat.users, cid, subs, send)})
+
+            sid = f"P6-{shape}"
+            pairs = alternate(ctx, sid, lambda i: run(two, f"{sid}-two-{i}"),  # noqa: B023
+                              lambda i: run(one, f"{sid}-one-{i}"))  # noqa: B023
+            valid, note = validity(pairs)
+            o, b = med([per_delivery_us(o) for o, _ in pairs]), med([per_delivery_us(b) for _, b in pairs])
+            ratio = med([per_delivery_us(o) / per_delivery_us(b) for o, b in pairs])  # type: ignore[operator]
+            redis = med([o["redis_cpu_s"] * 1e6 / o["deliveries"] for o, _ in pairs if o["deliveries"]]) or 0
+            rates = med([o["deliveries"] / o["elapsed_s"] for o, _ in pairs]) or 0
+            rates_b = med([b["deliveries"] / b["elapsed_s"] for _, b in pairs]) or 0
+            what = (f"{subs} subs x {rate} msg/s" if shape == "F1" else f"window {window}, max rate")
+            row(ctx, "P6", f"{shape}: server CPU µs/delivery, 2 processes + Redis vs 1 ({what})", o, b, ratio,
+                "<= 1.3x", valid and ratio is not None and ratio <= 1.3,
+                note or (f"every delivery once and in order; Redis {redis:.2f} µs/delivery on CPU 1; "
+                         f"{rates:,.0f} vs {rates_b:,.0f} deliveries/s; {loadgen_note(pairs)}"))
+    finally:
+        for chat in (one, two):
+            if chat is not None:
+                chat.stop()
+        ctx.redis.stop()
+        ctx.redis = None
+
+
+def p6b(ctx: Ctx) -> None:
+    """A2 on 2 processes joined by Redis (both pinned to the server's core, as in every scenario)."""
+    streams, tokens = ctx.size("streams", 1000, 20), ctx.size("tokens", 50, 20)
+    delay = ctx.size("delay", 0.02, 0.02)
+    ctx.redis = Redis(ctx.out)
+    try:
+        pairs = ai_scenario(ctx, "P6b", streams, 1, tokens, delay, workers=2, redis_url=ctx.redis.url)
+    finally:
+        ctx.redis.stop()
+        ctx.redis = None
+    valid = all(o["valid"] and b["valid"] for o, b in pairs)
+    o = med([o["ai"]["token_latency_ms"]["p99"] for o, _ in pairs])
+    b = med([b["token_latency_ms"]["p99"] for _, b in pairs])
+    added = med([o["ai"]["token_latency_ms"]["p99"] - b["token_latency_ms"]["p99"] for o, b in pairs])
+    complete = med([o["ai"]["complete"] for o, _ in pairs])
+    row(ctx, "P6b", f"p99 token latency ms, 2 processes + Redis ({streams} turns x {tokens} tokens @ "
+        f"{delay * 1000:.0f} ms)", o, b, o / b if o and b else None, "all complete, <= direct + 20 ms",
+        valid and added is not None and added <= 20,
+        f"added {added:+.1f} ms; {complete:.0f}/{streams} complete" + ("" if valid else "; INVALID: turns incomplete"))
+    per_tok = med([o["server_cpu_s"] * 1e6 / max(1, o["ai"]["tokens"]) for o, _ in pairs])
+    per_tok_b = med([b["server_cpu_s"] * 1e6 / max(1, b["tokens"]) for _, b in pairs])
+    redis = med([o["redis_cpu_s"] * 1e6 / max(1, o["ai"]["tokens"]) for o, _ in pairs]) or 0
+    row(ctx, "P6b", "server CPU µs per relayed token, 2 processes", per_tok, per_tok_b,
+        per_tok / per_tok_b if per_tok and per_tok_b else None, "(reported)", None,
+        f"sum over both workers; Redis {redis:.1f} µs/token on CPU 1")
+
+
+SCENARIOS: dict[str, Callable[[Ctx], None]] = {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "S1": s1, "A1": a1, "A2": a2,
+                                               "P6": p6, "P6B": p6b}
 
 
 def coalesce_ms() -> str:
