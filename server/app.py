@@ -26,12 +26,14 @@ from .api import Api, error_response
 from .auth import Auth
 from .broker import Broker, LocalBroker, RedisBroker
 from .budgets import Budgets
+from .completions import Completions
 from .conversations import Conversations
 from .errors import ChatError
 from .hub import Hub
 from .metrics import Metrics, gauge_from
 from .node import Node
 from .nodes import Nodes
+from .openai_api import OpenAIApi, openai_error
 from .periodic import Periodic
 from .pricing import Pricing
 from .replies import Replies
@@ -52,11 +54,13 @@ WEB = Path(__file__).resolve().parent.parent / "web"  # the browser client, serv
 class FrontDoor:
     """The outermost ASGI app. Paths work with and without a trailing slash (no redirect);
     /ws goes straight to the socket endpoint — no router, no middleware frames kept alive per
-    socket, and its writes reach uvicorn's `send` unwrapped; HTTP requests are logged."""
+    socket, and its writes reach uvicorn's `send` unwrapped; /v1/ goes to the OpenAI-compatible
+    app; HTTP requests are logged."""
 
-    def __init__(self, app: Starlette, websocket: ASGIApp) -> None:
+    def __init__(self, app: Starlette, websocket: ASGIApp, openai: ASGIApp) -> None:
         self.app = app
         self.websocket = websocket
+        self.openai = openai  # /v1/...: its own app, so its errors take OpenAI's shape
 
     @property
     def state(self) -> Any:
@@ -72,9 +76,10 @@ class FrontDoor:
             scope = {**scope, "path": path.rstrip("/") or "/"}
         if kind == "websocket":
             return (self.websocket if scope["path"] == "/ws" else self.app)(scope, receive, send)
-        return self._http(scope, receive, send)
+        app = self.openai if scope["path"].startswith("/v1/") else self.app
+        return self._http(app, scope, receive, send)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         logs.about(request=secrets.token_hex(6))
         start = time.perf_counter()
         status = 500
@@ -86,7 +91,7 @@ class FrontDoor:
             await send(message)
 
         try:
-            await self.app(scope, receive, logged)
+            await app(scope, receive, logged)
         finally:
             # the path only: query strings may carry tokens
             access.info("http method=%s path=%s status=%s ms=%.1f", scope["method"], scope["path"], status,
@@ -113,6 +118,7 @@ def create_app(settings: Settings) -> FrontDoor:
                                     max_size=settings.pool_max_size, deadline=settings.db_timeout)
         version = await store.apply_schema(SCHEMA.read_text())
         interrupted = await store.messages.mark_interrupted(settings.node_id)
+        await store.completions.interrupt(owner_node=settings.node_id)
         log.info("schema version %s; %s interrupted replies marked", version, interrupted)
         # No connection cap here: each backend's concurrency is bounded by its own semaphore.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
@@ -129,9 +135,10 @@ def create_app(settings: Settings) -> FrontDoor:
         replies = Replies(store, hub, router, pricing, metrics, settings)
         turns = Turns(store, hub, router, settings, replies, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
+        completions = Completions(store, router, budgets, pricing, metrics, settings)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
                     Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
-                    budgets)
+                    budgets, completions)
         gauge_from(metrics.connections, lambda: len(hub.connections()))
         gauge_from(metrics.subscriptions, hub.subscription_count)
         gauge_from(metrics.pool_in_use, lambda: store.db.pool.get_size() - store.db.pool.get_idle_size())
@@ -159,6 +166,7 @@ def create_app(settings: Settings) -> FrontDoor:
             for job in background:
                 await job.close()
             await turns.close()
+            await completions.ended()
             await replies.close()
             await hub.close()
             await session.close()
@@ -177,4 +185,6 @@ def create_app(settings: Settings) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001
-    return FrontDoor(app, endpoint)
+    openai = Starlette(routes=OpenAIApi(settings).routes(), middleware=[cors],
+                       exception_handlers={error: openai_error for error in (ChatError, HTTPException, Exception)})
+    return FrontDoor(app, endpoint, openai)

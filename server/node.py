@@ -18,6 +18,7 @@ from providers.registry import Registry
 from . import protocol
 from .auth import Auth, token_hash
 from .budgets import Budgets
+from .completions import Completions
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
 from .errors import (
@@ -43,7 +44,15 @@ from .inputs import (
 from .metrics import Metrics
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
-from .records import Conversation, Message, Room, User, catalog_wire, rfc3339
+from .records import (
+    Conversation,
+    Message,
+    Room,
+    User,
+    catalog_wire,
+    openai_models_wire,
+    rfc3339,
+)
 from .routing import Router, address
 from .settings import Settings
 from .stats import ModelStats
@@ -74,7 +83,7 @@ class Node:
 
     def __init__(self, settings: Settings, store: Store, auth: Auth, hub: Hub, router: Router,
                  conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes,
-                 stats: ModelStats, metrics: Metrics, budgets: Budgets) -> None:
+                 stats: ModelStats, metrics: Metrics, budgets: Budgets, completions: Completions) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
@@ -87,6 +96,7 @@ class Node:
         self.stats = stats
         self.metrics = metrics
         self.budgets = budgets
+        self.completions = completions  # the OpenAI-compatible endpoint's (openai_api.py)
         self.writer = MessageWriter(store.messages)
         hub.broker.on_ask = self.answer  # questions from other server processes
 
@@ -293,6 +303,9 @@ class Node:
 
     def models(self) -> dict[str, Any]:
         return {**catalog_wire(self.registry, self.stats.get), "aliases": self.settings.aliases}
+
+    def openai_models(self) -> list[dict[str, Any]]:
+        return openai_models_wire(self.registry, self.router.policies)
 
     def model_stats(self) -> dict[str, Any]:
         return self.stats.table()

@@ -97,6 +97,12 @@ class Settings:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # chat.toml [templates.<name>]
     routing: dict[str, list[dict[str, Any]]] = field(default_factory=dict, hash=False)  # [[routing.<policy>]] rules
 
+    # OpenAI-compatible endpoint (/v1): a request carries its whole prompt
+    api_max_body_bytes: int = 4 * 1024 * 1024
+    api_max_messages: int = 1000
+    api_max_prompt_chars: int = 1_000_000
+    api_max_concurrent_per_user: int = 32
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -138,6 +144,10 @@ ENV: dict[str, tuple[str, type]] = {
     "coalesce_ms": ("CHAT_COALESCE_MS", float),
     "provider_concurrency": ("CHAT_PROVIDER_CONCURRENCY", int),
     "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
+    "api_max_body_bytes": ("CHAT_API_MAX_BODY_BYTES", int),
+    "api_max_messages": ("CHAT_API_MAX_MESSAGES", int),
+    "api_max_prompt_chars": ("CHAT_API_MAX_PROMPT_CHARS", int),
+    "api_max_concurrent_per_user": ("CHAT_API_MAX_CONCURRENT_PER_USER", int),
     "reply_checkpoint_interval": ("CHAT_REPLY_CHECKPOINT_INTERVAL", float),
     "budget_refresh_interval": ("CHAT_BUDGET_REFRESH_INTERVAL", float),
     "heartbeat_interval": ("CHAT_HEARTBEAT_INTERVAL", float),
