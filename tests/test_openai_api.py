@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
 
 from server.settings import ProviderConfig
+from server.store_budgets import Holder
 from tests.conftest import Client, Running, fresh_database, running_server
 from tests.fakes import FakeOpenAI
 
@@ -267,3 +269,20 @@ async def test_concurrent_completions_per_user_are_capped_with_a_429(api: Rig) -
     await api.settled()
     again = await sdk.chat.completions.create(model="openai:house", messages=[{"role": "user", "content": "hi"}])
     assert again.choices[0].message.content == "abcde"
+
+
+async def test_a_dead_servers_open_completion_is_interrupted_and_its_budget_hold_let_go(api: Rig) -> None:
+    _, user = await api.sdk()
+    node, db = api.srv.node, api.srv.node.store.db
+    r = await api.admin.call("PUT", f"/budgets/users/{user.id}", {"period": "day", "limit_usd": 5})
+    assert r.status == 200
+    await db.execute("INSERT INTO server_nodes (node_id, seen_at) VALUES ('dead-node', now() - interval '1 hour')"
+                     " ON CONFLICT (node_id) DO UPDATE SET seen_at = now() - interval '1 hour'")
+    cid = await node.store.completions.open(user.id, "openai:house", "message", None, "dead-node")
+    assert await node.store.budgets.reserve(Holder("completion", cid), user.id, None, Decimal("1")) is None
+    assert (await user.call("GET", "/budget")).body["budget"]["reserved_usd"] == 1.0
+    await node.turns.replies.heartbeat()  # a survivor's heartbeat ends the dead server's completions
+    await node.budgets.sweep()  # and the sweep lets their reservations go
+    assert await db.fetchval("SELECT status FROM completions WHERE id = $1", cid) == "interrupted"
+    budget = (await user.call("GET", "/budget")).body["budget"]
+    assert budget["reserved_usd"] == 0 and budget["spent_usd"] == 0
