@@ -106,17 +106,11 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
         ready = lg.event("ready", timeout=300)
         time.sleep(0.5)  # let setup traffic settle before the window opens
         s0, l0, d0, t0 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
-        spy = None
-        if ctx.py_spy and server.name == "chat":
-            spy = Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
-                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt")], LOAD_CPU,
-                       log=ctx.out / "py-spy.log")
+        spy = profile(ctx, server, label)
         lg.send("go")
         done = lg.event("done", timeout=cfg["duration"] + cfg.get("drain_timeout", 10) + 120)
         s1, l1, d1, t1 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
-        if spy is not None:  # py-spy writes its profile on SIGINT
-            os.killpg(spy.pid, signal.SIGINT)
-            spy.p.wait(60)
+        stop_profile(spy)
     finally:
         lg.stop()
     done.update(setup_s=ready["setup_s"], wall_s=t1 - t0, server_cpu_s=s1 - s0, loadgen_cpu_s=l1 - l0,
@@ -128,6 +122,21 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
         f"db_cpu={done['db_cpu_s']:.2f}s p50/p99={done['latency_ms']['p50']}/{done['latency_ms']['p99']} "
         f"lost={done['lost']} dup={done['duplicates']} err={done['errors']} closes={done['close_codes']}")
     return done
+
+
+def profile(ctx: Ctx, server: Proc, label: str) -> Proc | None:
+    """py-spy on our server for the measured window, when asked for (--py-spy)."""
+    if not ctx.py_spy or server.name != "chat":
+        return None
+    return Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
+                           "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt")], LOAD_CPU,
+                log=ctx.out / "py-spy.log")
+
+
+def stop_profile(spy: Proc | None) -> None:
+    if spy is not None:  # py-spy writes its profile on SIGINT
+        os.killpg(spy.pid, signal.SIGINT)
+        spy.p.wait(60)
 
 
 def med(values: list[float | None]) -> float | None:
@@ -510,9 +519,11 @@ def direct(ctx: Ctx, label: str, url: str, cpu: str, streams: int, turns: int, t
     try:
         proc.event("ready", timeout=60)
         c0 = measured.cpu()
+        spy = profile(ctx, server, label) if server else None
         proc.send("go")
         done = proc.event("done", timeout=600)
         done["server_cpu_s"] = measured.cpu() - c0
+        stop_profile(spy)
     finally:
         proc.stop()
     done["valid"] = done["complete"] == streams * turns

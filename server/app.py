@@ -166,7 +166,7 @@ def create_app(settings: Settings) -> FrontDoor:
             for job in background:
                 await job.close()
             await turns.close()
-            await completions.ended()
+            await completions.close()
             await replies.close()
             await hub.close()
             await session.close()

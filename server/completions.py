@@ -31,6 +31,9 @@ from .store_completions import CompletionRecord
 
 log = logging.getLogger("chat.completions")
 
+SAVE_BATCH = 500  # completions stored per statement
+MAX_UNSAVED = 100_000  # kept while the database is down; older ones are dropped past this
+
 
 class ProviderFailed(ChatError):
     """Every model of the chain failed before its first token."""
@@ -97,6 +100,8 @@ class Completions:
         self.settings = settings
         self._running: dict[int, int] = {}  # user id -> completions streaming now
         self._accounting: set[asyncio.Task[None]] = set()
+        self._unsaved: list[CompletionRecord] = []  # ended, to be stored by the saver
+        self._saver: asyncio.Task[None] | None = None
 
     async def open(self, user: User, request: CompletionRequest) -> Completion:
         """Choose the model, hold the budget, ask down the chain until one yields its first
@@ -166,9 +171,18 @@ class Completions:
         return "".join([piece async for piece in self.deltas(c)])
 
     async def ended(self) -> None:
-        """Wait for the accounting of completions that ended (tests, shutdown)."""
+        """Wait for the accounting of completions that ended (tests)."""
         while self._accounting:
             await asyncio.gather(*list(self._accounting), return_exceptions=True)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Shutdown: let the accounting finish for a while, then say what could not be stored."""
+        try:
+            await asyncio.wait_for(self.ended(), grace)
+        except TimeoutError:
+            for task in list(self._accounting):
+                task.cancel()
+            log.error("shutdown: %d completions could not be stored (database unavailable)", len(self._unsaved))
 
     # -- inside ---------------------------------------------------------------
 
@@ -242,17 +256,53 @@ class Completions:
             used.estimated if used else None, c.clock.ttft_ms, c.clock.gen_ms, used.cost_usd if used else None)
         self.metrics.turn_ended(c.model, status, c.spent.prompt_tokens, c.spent.completion_tokens,
                                 c.spent.cost_usd, c.clock.ttft_ms, c.clock.seconds)
-        self._spawn(self._save(c), f"completion-save-{c.id}")
+        self._save(c)
 
-    async def _save(self, c: Completion) -> None:
+    def _save(self, c: Completion) -> None:
+        """Store it: an open row (a budget held it) at once, with its settlement; the rest in
+        batches, one statement per burst of completions that end together."""
         assert c.spent is not None
-        try:
-            await self.store.completions.save(c.spent, c.row_id)
-            if c.reserved:
-                await self.budgets.settle(Holder("completion", c.row_id or 0), c.spent.cost_usd, None, c.user.id,
-                                          None)
-        except Exception as e:  # the budget sweep releases what a lost settle held
-            log.warning("completion %s could not be accounted: %r", c.id, e)
+        if c.row_id is not None:
+            self._spawn(self._save_held(c), f"completion-save-{c.id}")
+            return
+        self._unsaved.append(c.spent)
+        if len(self._unsaved) > MAX_UNSAVED:
+            del self._unsaved[0]
+            log.error("completion accounting dropped: %d are waiting for the database", MAX_UNSAVED)
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.get_running_loop().create_task(self._save_batches(), name="completions-saver")
+            self._accounting.add(self._saver)
+            self._saver.add_done_callback(self._accounting.discard)
+
+    async def _save_batches(self) -> None:
+        wait = 0.5
+        while self._unsaved:
+            batch, self._unsaved = self._unsaved[:SAVE_BATCH], self._unsaved[SAVE_BATCH:]
+            try:
+                await self.store.completions.save_many(batch)
+                wait = 0.5
+            except Exception as e:  # kept and retried: usage must not be lost to an outage
+                self._unsaved[:0] = batch
+                log.warning("storing %d completions failed (%r); retrying in %.1f s", len(self._unsaved), e, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
+
+    async def _save_held(self, c: Completion) -> None:
+        assert c.spent is not None and c.row_id is not None
+        wait = 0.5
+        while True:
+            try:
+                await self.store.completions.save(c.spent, c.row_id)
+                break
+            except Exception as e:  # retried: its row and budget hold stay open until stored
+                log.warning("completion %s could not be stored (%r); retrying in %.1f s", c.id, e, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
+        if c.reserved:
+            try:
+                await self.budgets.settle(Holder("completion", c.row_id), c.spent.cost_usd, None, c.user.id, None)
+            except Exception as e:  # the budget sweep settles holds of ended rows
+                log.warning("completion %s: settling its budget failed: %r", c.id, e)
 
     def _release(self, c: Completion) -> None:
         """It no longer counts against its user's concurrent completions (once)."""

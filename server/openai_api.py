@@ -203,15 +203,14 @@ class CompletionStream(StreamingResponse):
         if c.status == "error" and c.error is not None:
             yield b"data: " + orjson.dumps(_error_body(c.error)[1]) + b"\n\n"
             return
-        if first:
-            yield head + b'"role":"assistant","content":""' + tail
-        yield (head + b'},"logprobs":null,"finish_reason":"' + _finish_reason(c).encode() + b'"}]'
-               + usage_field + b"}\n\n")
+        end = head + b'"role":"assistant","content":""' + tail if first else b""  # no text at all: say whose
+        end += (head + b'},"logprobs":null,"finish_reason":"' + _finish_reason(c).encode() + b'"}]'
+                + usage_field + b"}\n\n")
         if c.request.include_usage:
-            yield b"data: " + orjson.dumps({"id": c.id, "object": "chat.completion.chunk", "created": c.created,
-                                            "model": c.model, "system_fingerprint": None, "choices": [],
-                                            "usage": _usage(c)}) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            end += b"data: " + orjson.dumps({"id": c.id, "object": "chat.completion.chunk", "created": c.created,
+                                             "model": c.model, "system_fingerprint": None, "choices": [],
+                                             "usage": _usage(c)}) + b"\n\n"
+        yield end + b"data: [DONE]\n\n"  # the last events in one write
 
 
 def _node(request: Request) -> Node:

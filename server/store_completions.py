@@ -33,6 +33,7 @@ class CompletionRecord:
 
 _FIELDS = ("user_id", "model_used", "tier", "route_reason", "fallback_from", "status", "error_code", "prompt_tokens",
            "completion_tokens", "usage_estimated", "ttft_ms", "gen_ms", "cost_usd")
+_TYPES = ("bigint", "text", "text", "text", "text", "text", "text", "int", "int", "boolean", "real", "real", "numeric")
 
 
 class CompletionStore:
@@ -56,6 +57,13 @@ class CompletionStore:
         await self.db.execute(f"UPDATE completions SET {sets} WHERE id = ${len(_FIELDS) + 1}",
                               *values, completion_id)
         return completion_id
+
+    async def save_many(self, records: list[CompletionRecord]) -> None:
+        """Insert finished completions: one statement for the lot (completions end in bursts)."""
+        columns = [[getattr(r, f) for r in records] for f in _FIELDS]
+        await self.db.execute(
+            f"INSERT INTO completions ({', '.join(_FIELDS)}) SELECT * FROM unnest("
+            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, start=1)) + ")", *columns)
 
     async def interrupt(self, *, owner_node: str | None = None, stale_after: float | None = None) -> int:
         """Open rows of a node that stopped (by name, at its next start), or of every node silent
