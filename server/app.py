@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> FrontDoor:
         turns = Turns(store, hub, router, settings, replies, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
         completions = Completions(store, router, budgets, pricing, metrics, settings)
-        node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
+        node = Node(settings, store, Auth(store, settings.token_ttl_seconds, settings.auth_cache_seconds), hub, router,
                     Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
                     budgets, completions)
         gauge_from(metrics.connections, lambda: len(hub.connections()))

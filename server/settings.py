@@ -51,6 +51,7 @@ class Settings:
     max_participants: int = 100
     max_client_id_chars: int = 64
     token_ttl_seconds: int = 30 * 24 * 3600
+    auth_cache_seconds: float = 2.0  # a token revoked on another server still works here for up to this
     auth_rate_per_second: float = 1.0
     auth_rate_burst: int = 20
     pool_min_size: int = 2
@@ -125,6 +126,7 @@ ENV: dict[str, tuple[str, type]] = {
     "max_content_chars": ("CHAT_MAX_CONTENT_CHARS", int),
     "max_participants": ("CHAT_MAX_PARTICIPANTS", int),
     "token_ttl_seconds": ("CHAT_TOKEN_TTL_SECONDS", int),
+    "auth_cache_seconds": ("CHAT_AUTH_CACHE_SECONDS", float),
     "auth_rate_per_second": ("CHAT_AUTH_RATE_PER_SECOND", float),
     "auth_rate_burst": ("CHAT_AUTH_RATE_BURST", int),
     "ws_max_frame_bytes": ("CHAT_WS_MAX_FRAME_BYTES", int),
