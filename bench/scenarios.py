@@ -449,6 +449,245 @@ def ai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay
             return res
 
         def base(i: int) -> dict[str, Any]:
+            return direct(ctx, f"{sid}-base-{i}", f"http://127.0.0.1:{fport}/v1", SERVER_CPU, streams, turns, tokens)
+
+        return alternate(ctx, sid, ours, base)
+    finally:
+        chat.stop()
+        relay.stop()
+
+
+def f1(ctx: Ctx) -> None:
+    subs, rate = ctx.size("subscribers", 1000, 50), ctx.size("rate", 50, 20)
+    duration = ctx.size("duration", 10, 2)
+    pairs = room_pairs(ctx, "F1", subs, {"rate": rate, "max": int(rate * duration)}, duration, 1000)
+    valid, note = validity(pairs)
+    o, b = med([per_delivery_us(o) for o, _ in pairs]), med([per_delivery_us(b) for _, b in pairs])
+    ratio = med([per_delivery_us(o) / per_delivery_us(b) for o, b in pairs])  # type: ignore[operator]
+    row(ctx, "F1", f"server CPU µs/delivery ({subs} subs x {rate} msg/s)", o, b, ratio, "<= 1.25x",
+        valid and ratio is not None and ratio <= 1.25, note or loadgen_note(pairs))
+    o99, b99 = med([o["latency_ms"]["p99"] for o, _ in pairs]), med([b["latency_ms"]["p99"] for _, b in pairs])
+    o50, b50 = med([o["latency_ms"]["p50"] for o, _ in pairs]), med([b["latency_ms"]["p50"] for _, b in pairs])
+    diff = med([o["latency_ms"]["p99"] - b["latency_ms"]["p99"] for o, b in pairs])
+    row(ctx, "F1", "p99 send->receive ms", o99, b99, o99 / b99 if o99 and b99 else None, "<= base + 5 ms",
+        valid and diff is not None and diff <= 5, f"p50 {o50:.1f} vs {b50:.1f} ms; p99 diff {diff:+.1f} ms")
+
+
+def f2(ctx: Ctx) -> None:
+    subs, window = ctx.size("subscribers", 1000, 50), ctx.size("window", 8, 4)
+    duration = ctx.size("duration", 10, 2)
+    pairs = room_pairs(ctx, "F2", subs, {"window": window}, duration, 2000)
+    valid, note = validity(pairs)
+
+    def rate(r: dict[str, Any]) -> float:
+        return r["deliveries"] / r["elapsed_s"]
+
+    o, b = med([rate(o) for o, _ in pairs]), med([rate(b) for _, b in pairs])
+    ratio = med([rate(o) / rate(b) for o, b in pairs])
+    lg_busy = med([b["loadgen_cpu_s"] / b["elapsed_s"] for _, b in pairs]) or 0
+    srv_busy_b = med([b["server_cpu_s"] / b["elapsed_s"] for _, b in pairs]) or 0
+    srv_busy_o = med([o["server_cpu_s"] / o["elapsed_s"] for o, _ in pairs]) or 0
+    busy = (f"server CPU {100 * srv_busy_o:.0f}% (base {100 * srv_busy_b:.0f}%), "
+            f"loadgen {100 * lg_busy:.0f}% during the baseline")
+    row(ctx, "F2", f"deliveries/s, window {window} (end to end)", o, b, ratio, ">= 0.8x",
+        valid and ratio is not None and ratio >= 0.8, note or busy)
+    ou, bu = med([per_delivery_us(o) for o, _ in pairs]), med([per_delivery_us(b) for _, b in pairs])
+    ratio_u = med([per_delivery_us(o) / per_delivery_us(b) for o, b in pairs])  # type: ignore[operator]
+    row(ctx, "F2", "server CPU µs/delivery at max rate", ou, bu, ratio_u, "(reported)", None,
+        "the figure to compare when the load generator saturates first" if lg_busy > 0.9 else "")
+
+
+def f3(ctx: Ctx) -> None:
+    rooms, members = ctx.size("rooms", 200, 10), ctx.size("members", 5, 5)
+    rate, duration = ctx.size("rate", 5, 5), ctx.size("duration", 10, 2)
+    nusers = ctx.size("users", 40, 10)
+    chat, relay = Chat(ctx, "F3", nusers), Relay(ctx, "F3")
+    try:
+        def specs(cids: list[int], tokens: bool) -> list[dict[str, Any]]:
+            conns = []
+            for r, cid in enumerate(cids):
+                for k in range(members):
+                    u = chat.users[(r + k) % nusers]
+                    conns.append({"token": u["token"] if tokens else "x", "subs": [cid],
+                                  "send": {"cid": cid, "rate": rate, "max": int(rate * duration)}})
+            return conns
+
+        stored: list[tuple[int, int]] = []
+
+        def ours(i: int) -> dict[str, Any]:
+            cids = [chat.conversation(r % nusers, [(r + k) % nusers for k in range(members)]) for r in range(rooms)]
+            res = load_run(ctx, f"F3-ours-{i}", chat.proc, {"mode": "room", "url": chat.url, "duration": duration,
+                                                           "conns": specs(cids, True), "connect_concurrency": 50})
+            res["stored"] = chat.stored(cids)
+            stored.append((res["stored"], res["acks"]))
+            if res["stored"] != res["acks"]:
+                res["valid"] = False
+            return res
+
+        def base(i: int) -> dict[str, Any]:
+            cids = [3_000_000 + i * 10_000 + r for r in range(rooms)]
+            return load_run(ctx, f"F3-base-{i}", relay.proc, {"mode": "room", "url": relay.url, "duration": duration,
+                                                             "conns": specs(cids, False)})
+
+        pairs = alternate(ctx, "F3", ours, base)
+    finally:
+        chat.stop()
+        relay.stop()
+    valid, note = validity(pairs)
+    all_stored = all(s == a for s, a in stored)
+    row(ctx, "F3", f"all stored ({rooms} rooms x {members}, {rate} msg/s each)",
+        med([o["stored"] for o, _ in pairs]), med([o["acks"] for o, _ in pairs]), None, "stored == acked",
+        valid and all_stored, note or f"stored/acked per run: {stored}")
+    o99, b99 = med([o["latency_ms"]["p99"] for o, _ in pairs]), med([b["latency_ms"]["p99"] for _, b in pairs])
+    o50 = med([o["latency_ms"]["p50"] for o, _ in pairs])
+    row(ctx, "F3", "p99 send->receive ms", o99, b99, o99 / b99 if o99 and b99 else None, "<= 50 ms",
+        valid and o99 is not None and o99 <= 50, f"p50 {o50:.1f} ms; {loadgen_note(pairs)}")
+    ou, bu = med([per_delivery_us(o) for o, _ in pairs]), med([per_delivery_us(b) for _, b in pairs])
+    ratio = med([per_delivery_us(o) / per_delivery_us(b) for o, b in pairs])  # type: ignore[operator]
+    cores = med([o["server_cpu_s"] / o["elapsed_s"] for o, _ in pairs]) or 0
+    db = med([o["db_cpu_s"] / o["elapsed_s"] for o, _ in pairs]) or 0
+    row(ctx, "F3", "server CPU µs/delivery", ou, bu, ratio, "(reported)", None,
+        f"server {100 * cores:.0f}% of CPU 0, PostgreSQL {100 * db:.0f}% of CPU 1")
+
+
+def f4(ctx: Ctx) -> None:
+    n, rooms = ctx.size("idle", 10_000, 300), ctx.size("rooms", 100, 3)
+    nusers = ctx.size("users", 20, 4)
+    results: list[tuple[float, float]] = []
+
+    def idle(label: str, proc: Proc, url: str, tokens: list[str], room_ids: list[int]) -> float:
+        conns = [{"token": tokens[i % len(tokens)], "subs": [room_ids[i % rooms]]} for i in range(n)]
+        path = ctx.out / f"{label}.json"
+        path.write_text(json.dumps({"mode": "idle", "url": url, "duration": 0, "conns": conns,
+                                    "connect_concurrency": 200, "hard_limit": 600}))
+        time.sleep(1)
+        before = proc.rss_kb()
+        lg = Proc("loadgen", [NODE, str(BENCH / "loadgen.js"), str(path)], LOAD_CPU, stdin=True,
+                  log=ctx.out / "loadgen.log")
+        try:
+            lg.event("ready", timeout=300)
+            time.sleep(3)  # idle: let the server settle
+            after = proc.rss_kb()
+            lg.send("stop")
+            done = lg.event("done", timeout=60)
+        finally:
+            lg.stop()
+        per = (after - before) / n
+        ok = done["open"] == n and done["unexpected_closes"] == 0 and done["errors"] == 0
+        log(f"  {label}: rss {before} -> {after} KB, {per:.1f} KB/conn, open {done['open']}/{n}, valid={ok}")
+        return per if ok else float("nan")
+
+    # A fresh server per run: freed memory is not given back to the OS, so a second run
+    # on the same process would measure nothing.
+    for i in range(ctx.runs):
+        log(f"F4 run {i + 1}/{ctx.runs}")
+        relay = Relay(ctx, f"F4-{i}")
+        try:
+            b = idle(f"F4-base-{i}", relay.proc, relay.url, ["x"], [4_000_000 + r for r in range(rooms)])
+        finally:
+            relay.stop()
+        chat = Chat(ctx, f"F4-{i}", nusers)
+        try:
+            cids = [chat.conversation(0, list(range(nusers))) for _ in range(rooms)]
+            o = idle(f"F4-ours-{i}", chat.proc, chat.url, [u["token"] for u in chat.users], cids)
+        finally:
+            chat.stop()
+        results.append((o, b))
+    ctx.raw["F4"] = [{"ours_kb_per_conn": o, "baseline_kb_per_conn": b} for o, b in results]
+    valid = all(o == o and b == b for o, b in results)  # no NaN
+    o, b = med([o for o, _ in results]), med([b for _, b in results])
+    ratio = med([o / b for o, b in results])
+    row(ctx, "F4", f"RSS KB per idle subscribed connection ({n})", o, b, ratio, "<= 1.5x",
+        valid and ratio is not None and ratio <= 1.5,
+        "" if valid else "INVALID: connections refused or closed")
+
+
+def s1(ctx: Ctx) -> None:
+    clients, duration = ctx.size("clients", 50, 5), ctx.size("duration", 10, 2)
+    nusers = ctx.size("users", 40, 5)
+    chat = Chat(ctx, "S1", nusers)
+    try:
+        def ours(i: int) -> dict[str, Any]:
+            cids = [chat.conversation(c % nusers, [c % nusers]) for c in range(clients)]
+            conns = [{"token": chat.users[c % nusers]["token"], "subs": [cid], "send": {"cid": cid, "window": 1}}
+                     for c, cid in enumerate(cids)]
+            res = load_run(ctx, f"S1-ours-{i}", chat.proc, {"mode": "room", "url": chat.url, "duration": duration,
+                                                           "conns": conns})
+            res["stored"] = chat.stored(cids)
+            if res["stored"] != res["acks"]:
+                res["valid"] = False
+            res["rate"] = res["stored"] / res["elapsed_s"]
+            return res
+
+        def base(i: int) -> dict[str, Any]:
+            cids = [chat.conversation(c % nusers, [c % nusers]) for c in range(clients)]
+            proc = Proc("raw_insert", [PY, str(BENCH / "baselines" / "raw_insert.py"), "--dsn", chat.db,
+                                       "--conversations", ",".join(map(str, cids)),
+                                       "--author", str(chat.users[0]["id"]), "--seconds", str(duration)],
+                        SERVER_CPU, stdin=True, log=ctx.out / "raw_insert.log")
+            try:
+                proc.event("ready", timeout=60)
+                s0, d0 = proc.cpu(), ctx.pg.cpu()
+                proc.send("go")
+                done = proc.event("done", timeout=duration + 60)
+                s1_, d1 = proc.cpu(), ctx.pg.cpu()
+            finally:
+                proc.stop()
+            done.update(rate=done["stored"] / done["elapsed_s"], server_cpu_s=s1_ - s0, db_cpu_s=d1 - d0,
+                        valid=True)
+            log(f"  S1-base-{i}: {done['rate']:.0f} inserts/s, cpu {done['server_cpu_s']:.2f}s "
+                f"db {done['db_cpu_s']:.2f}s")
+            return done
+
+        pairs = alternate(ctx, "S1", ours, base)
+    finally:
+        chat.stop()
+    valid = all(o["valid"] for o, _ in pairs)
+    o, b = med([o["rate"] for o, _ in pairs]), med([b["rate"] for _, b in pairs])
+    ratio = med([o["rate"] / b["rate"] for o, b in pairs])
+    db_o = med([o["db_cpu_s"] / o["elapsed_s"] for o, _ in pairs]) or 0
+    db_b = med([b["db_cpu_s"] / b["elapsed_s"] for _, b in pairs]) or 0
+    srv = med([o["server_cpu_s"] / o["elapsed_s"] for o, _ in pairs]) or 0
+    row(ctx, "S1", f"stored+acked msgs/s ({clients} clients, window 1)", o, b, ratio, ">= 0.5x",
+        valid and ratio is not None and ratio >= 0.5,
+        ("" if valid else "INVALID runs; ") + f"server {100 * srv:.0f}% CPU 0; PostgreSQL {100 * db_o:.0f}% "
+        f"(baseline {100 * db_b:.0f}%) of CPU 1")
+
+
+# --- AI -------------------------------------------------------------------------------
+
+def ai_env(fake_port: int, streams: int) -> dict[str, str]:
+    base = f"http://127.0.0.1:{fake_port}/v1"
+    toml = (f'[providers.openai]\nbase_url = "{base}"\nmodels = ["fake"]\nconcurrency = {max(16, streams)}\n')
+    return {"OPENAI_BASE_URL": base, "OPENAI_API_KEY": "bench", "OPENAI_MODELS": "fake",
+            "DEFAULT_MODEL": "openai:fake", "_toml": toml}
+
+
+def ai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay: float) -> list[Any]:
+    fport = free_port()
+    fake = Proc("fake", [PY, str(BENCH / "fake_provider.py"), "--port", str(fport), "--tokens", str(tokens),
+                         "--delay", str(delay)], LOAD_CPU, log=ctx.out / f"fake-{sid}.log")
+    wait_port(fport, fake)
+    nusers = min(streams, ctx.size("users", 40, 4))
+    chat = Chat(ctx, sid, nusers, ai_env(fport, streams))
+    try:
+        def ours(i: int) -> dict[str, Any]:
+            cids = [chat.conversation(s % nusers, [s % nusers], with_ai=True) for s in range(streams)]
+            conns = [{"token": chat.users[s % nusers]["token"], "subs": [cid], "ai": {"cid": cid, "turns": turns}}
+                     for s, cid in enumerate(cids)]
+            fake0 = fake.cpu()
+            res = load_run(ctx, f"{sid}-ours-{i}", chat.proc, {"mode": "ai", "url": chat.url, "tokens": tokens,
+                                                              "duration": 120, "drain_timeout": 60, "conns": conns})
+            a = res["ai"]
+            res["fake_cpu_s"] = fake.cpu() - fake0
+            res["valid"] = (res["valid"] and a["complete"] == streams * turns and a["unfinished"] == 0
+                            and a["bad_text"] == 0 and a["index_gaps"] == 0 and a["missing_tokens"] == 0)
+            log(f"    ai: {a['complete']}/{streams * turns} complete, ttfd p50 {a['ttfd_ms']['p50']}, "
+                f"start->delta p50 {a['start_to_delta_ms']['p50']}, token p50/p99 {a['token_latency_ms']['p50']}/"
+                f"{a['token_latency_ms']['p99']} ms, deltas {a['deltas']} for {a['tokens']} tokens")
+            return res
+
+        def base(i: int) -> dict[str, Any]:
             proc = Proc("direct_ai", [PY, str(BENCH / "baselines" / "direct_ai.py"), "--url",
                                       f"http://127.0.0.1:{fport}/v1", "--streams", str(streams), "--turns", str(turns),
                                       "--tokens", str(tokens)], SERVER_CPU, stdin=True, log=ctx.out / "direct_ai.log")
