@@ -100,6 +100,11 @@ class RedisBroker:
         self._asked: dict[str, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
         self._answering: set[asyncio.Task[None]] = set()
 
+    @property
+    def redis(self) -> Any:
+        """The client, for the state shared beside the events (presence, counts, rate limits)."""
+        return self._redis
+
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         await self._redis.ping()

@@ -90,7 +90,8 @@ async def running_server(database_url: str, **overrides: Any) -> AsyncIterator[R
     port = free_port()
     base = dict(port=port, database_url=database_url, node_id=f"test-{port}", echo_delay=0.0,
                 coalesce_ms=0.0, pool_min_size=1, pool_max_size=8, node_check_interval=3600,
-                auth_rate_per_second=10_000, auth_rate_burst=10_000)
+                auth_rate_per_second=10_000, auth_rate_burst=10_000, send_rate_per_second=10_000,
+                send_rate_burst=10_000)
     settings = Settings(**{**base, **overrides})
     app = create_app(settings)
     server = ChatServer(uvicorn_config(app, settings, loop="none"))
