@@ -191,6 +191,7 @@ def create_app(settings: Settings) -> FrontDoor:
             await replies.close()
             if presence is not None:
                 await presence.close()
+            await sessions.close()
             await hub.close()
             await session.close()
             await store.close()

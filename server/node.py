@@ -312,7 +312,7 @@ class Node:
     def disconnect(self, conn: Connection) -> None:
         """A closed socket leaves every conversation."""
         self.hub.drop(conn)
-        self.sessions.close(conn.user.id)
+        self.sessions.end(conn.user.id)
 
     # -- models and AI nodes ----------------------------------------------------
 

@@ -26,6 +26,7 @@ log = logging.getLogger("chat.presence")
 Announce = Callable[[int, User, str], None]  # (conversation, user, "joined" | "left"): news for the room
 JOIN_WAIT = 1.0  # a subscribe waits this long for the shared list, then answers with this process's own
 BATCH = 500  # presence operations per Redis round trip
+CLOSE_WAIT = 1.0  # at shutdown, how long this process's leaving may take
 
 
 def _nobody(cid: int, user: User, state: str) -> None:
@@ -179,11 +180,22 @@ class RedisPresence:
         self._wake = asyncio.Event()
         self._stale: dict[tuple[int, int], User] = {}  # left while Redis could not hear it
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch is in flight
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="presence")
 
     async def close(self) -> None:
+        """Shutdown: this process's users leave now (news included), not when their entries expire."""
+        for cid, user in list(self.counts.entries()):
+            self._push(_Op("remove", cid, user))
+        self.counts = Counts()  # the sockets closing after this count nothing more
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                while self._queue or self._busy:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            log.warning("presence: %d updates not made in Redis at shutdown; they expire", len(self._queue))
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -237,6 +249,7 @@ class RedisPresence:
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:BATCH], self._queue[BATCH:]
+                self._busy = True
                 try:
                     results = await self._execute(batch)
                 except Exception as e:
@@ -244,6 +257,8 @@ class RedisPresence:
                     for op in batch:
                         self._without_redis(op)
                     continue
+                finally:
+                    self._busy = False
                 self.shared.ok()
                 for op, result in zip(batch, results):
                     self._settle(op, result)

@@ -50,7 +50,7 @@ return 1
 
 
 class Sessions:
-    """`open` before a socket counts (False: over the cap), `close` when it ends."""
+    """`open` before a socket counts (False: over the cap), `end` when it ends."""
 
     def __init__(self, cap: int, by_user: dict[int, Any], shared: Shared | None = None,
                  refresh_interval: float = 5.0) -> None:
@@ -80,7 +80,7 @@ class Sessions:
             self._counted[user_id] = self._counted.get(user_id, 0) + 1
         return bool(ok)
 
-    def close(self, user_id: int) -> None:
+    def end(self, user_id: int) -> None:
         counted = self._counted.get(user_id, 0)
         if not counted or self.shared is None:
             return
@@ -90,9 +90,9 @@ class Sessions:
             self._counted[user_id] = counted - 1
         task = asyncio.get_running_loop().create_task(self._call(user_id, -1, "add", 0))
         self._tasks.add(task)
-        task.add_done_callback(self._closed)
+        task.add_done_callback(self._ended)
 
-    def _closed(self, task: asyncio.Task[Any]) -> None:
+    def _ended(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None and self.shared is not None:
             self.shared.failed("connection caps", task.exception())  # type: ignore[arg-type]
@@ -115,6 +115,22 @@ class Sessions:
                 return
             s.ok()
         self._counted = {uid: n for uid in users if (n := self._local(uid))}
+
+    async def close(self) -> None:
+        """Shutdown: this process's sockets stop counting now, so their users may reconnect
+        elsewhere at once rather than after the expiry."""
+        s = self.shared
+        if s is None or s.down or not self._counted:
+            return
+        try:
+            async with asyncio.timeout(OPEN_WAIT):
+                async with s.redis.pipeline(transaction=False) as pipe:
+                    for uid in self._counted:
+                        await self._call(uid, 0, "set", 0, pipe)
+                    await pipe.execute()
+        except Exception as e:
+            log.warning("connection counts not cleared at shutdown (%r); they expire", e)
+        self._counted.clear()
 
     async def _call(self, user_id: int, n: int, mode: str, cap: int, client: Any = None) -> Any:
         assert self.shared is not None and self._script is not None

@@ -226,3 +226,24 @@ async def test_with_redis_stopped_presence_and_limits_fall_back_to_each_process_
         assert "shared again" in caplog.text
         for sock in (on_a, on_b, bob_on_a, extra):
             await sock.close()
+
+
+async def test_a_process_shutting_down_makes_its_users_leave_at_once_not_after_the_expiry(
+        database_url: str, http: Any, private_redis: PrivateRedis) -> None:
+    url = private_redis.url  # the default refresh interval: entries would expire after 15 s
+    async with running_server(database_url, redis_url=url, ws_max_connections_per_user=1) as a:
+        ca = Client(http, a.base_url, a.ws_url)
+        watcher, leaving = await ca.user("watcher"), await ca.user("leaving")
+        conv = await watcher.conversation(mode="group", participant_usernames=[leaving.username])
+        watching = await watcher.ws()
+        await watching.subscribe(conv["id"])
+        async with running_server(database_url, redis_url=url, ws_max_connections_per_user=1) as b:
+            sock = await Client(http, b.base_url, b.ws_url).ws(leaving.token)
+            await sock.subscribe(conv["id"])
+            assert (await watching.until("presence"))["state"] == "joined"
+            started = time.monotonic()  # B shuts down now
+        left = await watching.until("presence", timeout=5)
+        assert left["state"] == "left" and time.monotonic() - started < 5
+        back = await ca.ws(leaving.token)  # B's socket no longer counts against the cap of 1
+        await back.close()
+        await watching.close()
