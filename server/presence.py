@@ -261,7 +261,10 @@ class RedisPresence:
                     self._busy = False
                 self.shared.ok()
                 for op, result in zip(batch, results):
-                    self._settle(op, result)
+                    try:
+                        self._settle(op, result)
+                    except Exception:  # one bad entry must not stop presence for everyone
+                        log.exception("presence update for conversation %s failed", op.cid)
 
     async def _execute(self, batch: list[_Op]) -> list[Any]:
         s = self.shared
