@@ -35,10 +35,14 @@ from .node import Node
 from .nodes import Nodes
 from .openai_api import OpenAIApi, openai_error
 from .periodic import Periodic
+from .presence import RedisPresence
 from .pricing import Pricing
+from .ratelimit import Limits
 from .replies import Replies
 from .routing import Router, Rule
+from .sessions import Sessions
 from .settings import Settings
+from .shared import Shared
 from .stats import ModelStats
 from .store import Store
 from .turns import Turns
@@ -130,7 +134,14 @@ def create_app(settings: Settings) -> FrontDoor:
         router = Router(registry, policies, ttft=lambda model: (stats.get(model) or {}).get("ttft_p50_ms"),
                         price=lambda backend, kind, name: pricing.cost(backend, kind, name, 1000, 1000))
         metrics = Metrics()
-        hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
+        broker = build_broker(settings, metrics)
+        # With Redis, presence, connection counts and rate limits are shared by every process;
+        # alone, each stays in this process's memory.
+        shared = Shared(broker.redis) if isinstance(broker, RedisBroker) else None
+        presence = RedisPresence(shared, settings.presence_refresh_interval) if shared else None
+        hub = Hub(broker, store.messages.replay, settings.replay_cap, presence=presence)
+        sessions = Sessions(settings.ws_max_connections_per_user, hub.by_user, shared,
+                            settings.presence_refresh_interval)
         budgets = Budgets(store, hub, router, pricing, metrics, settings)
         replies = Replies(store, hub, router, pricing, metrics, settings)
         turns = Turns(store, hub, router, settings, replies, metrics, budgets)
@@ -138,7 +149,7 @@ def create_app(settings: Settings) -> FrontDoor:
         completions = Completions(store, router, budgets, pricing, metrics, settings)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds, settings.auth_cache_seconds), hub, router,
                     Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
-                    budgets, completions)
+                    budgets, completions, Limits.build(settings, shared), sessions)
         gauge_from(metrics.connections, lambda: len(hub.connections()))
         gauge_from(metrics.subscriptions, hub.subscription_count)
         gauge_from(metrics.pool_in_use, lambda: store.db.pool.get_size() - store.db.pool.get_idle_size())
@@ -148,6 +159,8 @@ def create_app(settings: Settings) -> FrontDoor:
         if not registry.knows(settings.default_model):
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
+        if presence is not None:
+            presence.start()
         await budgets.refresh()
         background = [
             Periodic("node checks", settings.node_check_interval, nodes.check_round),
@@ -157,6 +170,14 @@ def create_app(settings: Settings) -> FrontDoor:
             Periodic("token checks", settings.ws_token_check_interval, node.check_tokens,
                      delay=settings.ws_token_check_interval),
         ]
+        if shared is not None:
+            async def refresh_shared() -> None:
+                await shared.probe()
+                await hub.presence.refresh()
+                await sessions.refresh()
+
+            background.append(Periodic("shared state", settings.presence_refresh_interval, refresh_shared,
+                                       delay=settings.presence_refresh_interval))
         for job in background:
             job.start()
         try:
@@ -168,6 +189,9 @@ def create_app(settings: Settings) -> FrontDoor:
             await turns.close()
             await completions.close()
             await replies.close()
+            if presence is not None:
+                await presence.close()
+            await sessions.close()
             await hub.close()
             await session.close()
             await store.close()

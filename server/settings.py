@@ -54,6 +54,8 @@ class Settings:
     auth_cache_seconds: float = 2.0  # a token revoked on another server still works here for up to this
     auth_rate_per_second: float = 1.0
     auth_rate_burst: int = 20
+    send_rate_per_second: float = 10.0  # message sends per user, over all their sockets and REST
+    send_rate_burst: int = 60
     pool_min_size: int = 2
     pool_max_size: int = 10
     db_timeout: float = 3.0  # every database call answers within this, or `unavailable`
@@ -73,6 +75,7 @@ class Settings:
     ws_close_timeout: float = 2.0  # a closed client that takes no close frame is then dropped
     ws_token_check_interval: float = 30.0  # open sockets whose token was revoked elsewhere close within this
     ws_allowed_origins: tuple[str, ...] = ()
+    presence_refresh_interval: float = 5.0  # shared presence and connection counts expire after 3 of these
     replay_cap: int = 500
 
     # AI
@@ -129,6 +132,9 @@ ENV: dict[str, tuple[str, type]] = {
     "auth_cache_seconds": ("CHAT_AUTH_CACHE_SECONDS", float),
     "auth_rate_per_second": ("CHAT_AUTH_RATE_PER_SECOND", float),
     "auth_rate_burst": ("CHAT_AUTH_RATE_BURST", int),
+    "send_rate_per_second": ("CHAT_SEND_RATE_PER_SECOND", float),
+    "send_rate_burst": ("CHAT_SEND_RATE_BURST", int),
+    "presence_refresh_interval": ("CHAT_PRESENCE_REFRESH_INTERVAL", float),
     "ws_max_frame_bytes": ("CHAT_WS_MAX_FRAME_BYTES", int),
     "ws_queue_frames": ("CHAT_WS_QUEUE_FRAMES", int),
     "ws_rate_per_second": ("CHAT_WS_RATE_PER_SECOND", float),
