@@ -6,7 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 10
+-- schema-version: 11
 
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -172,3 +172,41 @@ END $$;
 
 -- Step 10: why `auto` chose a reply's model, kept with it.
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS route_reason text;
+
+-- Step 11: completions asked through the OpenAI-compatible endpoint (/v1/chat/completions).
+-- Only what each used, cost and how fast it came is kept (for usage, budgets and model
+-- stats), never the prompt or the text. A budget reservation is held by a reply or by one.
+CREATE TABLE IF NOT EXISTS completions (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id            bigint REFERENCES users (id) ON DELETE SET NULL,
+    model_used         text NOT NULL,
+    tier               text NOT NULL,
+    route_reason       text,
+    fallback_from      text,
+    status             text NOT NULL DEFAULT 'streaming'
+                       CHECK (status IN ('streaming', 'complete', 'cancelled', 'error', 'interrupted')),
+    error_code         text,
+    prompt_tokens      integer,
+    completion_tokens  integer,
+    usage_estimated    boolean,
+    ttft_ms            real,
+    gen_ms             real,
+    cost_usd           numeric(16, 8),
+    owner_node         text,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS completions_by_user ON completions (user_id, created_at);
+CREATE INDEX IF NOT EXISTS completions_by_model ON completions (model_used, created_at DESC);
+CREATE INDEX IF NOT EXISTS completions_streaming ON completions (owner_node) WHERE status = 'streaming';
+ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS completion_id bigint
+    REFERENCES completions (id) ON DELETE CASCADE;
+ALTER TABLE budget_reservations DROP CONSTRAINT IF EXISTS budget_reservations_pkey;
+ALTER TABLE budget_reservations ALTER COLUMN message_id DROP NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS budget_reservations_by_message ON budget_reservations (message_id, budget_id);
+CREATE UNIQUE INDEX IF NOT EXISTS budget_reservations_by_completion ON budget_reservations (completion_id, budget_id);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'budget_reservations_one_holder') THEN
+        ALTER TABLE budget_reservations ADD CONSTRAINT budget_reservations_one_holder
+            CHECK ((message_id IS NULL) <> (completion_id IS NULL));
+    END IF;
+END $$;

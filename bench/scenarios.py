@@ -23,6 +23,7 @@ SERVER_ENV = {
     "CHAT_WS_MAX_CONNECTIONS_PER_USER": "100000", "CHAT_MAX_PARTICIPANTS": "2000",
     "CHAT_WS_QUEUE_FRAMES": "4096", "CHAT_LOG_LEVEL": "warning",
     "CHAT_AUTH_RATE_PER_SECOND": "100000", "CHAT_AUTH_RATE_BURST": "100000",
+    "CHAT_SEND_RATE_PER_SECOND": "100000", "CHAT_SEND_RATE_BURST": "100000",
     "CHAT_ECHO_DELAY": "0", "CHAT_NODE_CHECK_INTERVAL": "3600",
 }
 PASSWORD = "bench-password-1"
@@ -114,19 +115,12 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
         time.sleep(0.5)  # let setup traffic settle before the window opens
         r0 = ctx.redis.cpu() if ctx.redis else 0.0
         s0, l0, d0, t0 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
-        spy = None
-        if ctx.py_spy and server.name == "chat":
-            extra = os.environ.get("BENCH_PY_SPY_ARGS", "").split()  # e.g. --native --subprocesses
-            spy = Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
-                                  "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt"), *extra], LOAD_CPU,
-                       log=ctx.out / "py-spy.log")
+        spy = profile(ctx, server, label)
         lg.send("go")
         done = lg.event("done", timeout=cfg["duration"] + cfg.get("drain_timeout", 10) + 120)
         s1, l1, d1, t1 = server.cpu(), lg.cpu(), ctx.pg.cpu(), time.monotonic()
         r1 = ctx.redis.cpu() if ctx.redis else 0.0
-        if spy is not None:  # py-spy writes its profile on SIGINT
-            os.killpg(spy.pid, signal.SIGINT)
-            spy.p.wait(60)
+        stop_profile(spy)
     finally:
         lg.stop()
     done.update(setup_s=ready["setup_s"], wall_s=t1 - t0, server_cpu_s=s1 - s0, loadgen_cpu_s=l1 - l0,
@@ -138,6 +132,22 @@ def load_run(ctx: Ctx, label: str, server: Proc, cfg: dict[str, Any]) -> dict[st
         f"db_cpu={done['db_cpu_s']:.2f}s p50/p99={done['latency_ms']['p50']}/{done['latency_ms']['p99']} "
         f"lost={done['lost']} dup={done['duplicates']} err={done['errors']} closes={done['close_codes']}")
     return done
+
+
+def profile(ctx: Ctx, server: Proc, label: str) -> Proc | None:
+    """py-spy on our server for the measured window, when asked for (--py-spy)."""
+    if not ctx.py_spy or server.name != "chat":
+        return None
+    extra = os.environ.get("BENCH_PY_SPY_ARGS", "").split()  # e.g. --subprocesses (run.py --workers)
+    return Proc("py-spy", [ctx.py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
+                           "--format", "raw", "-o", str(ctx.out / f"profile-{label}.txt"), *extra], LOAD_CPU,
+                log=ctx.out / "py-spy.log")
+
+
+def stop_profile(spy: Proc | None) -> None:
+    if spy is not None:  # py-spy writes its profile on SIGINT
+        os.killpg(spy.pid, signal.SIGINT)
+        spy.p.wait(60)
 
 
 def med(values: list[float | None]) -> float | None:
@@ -445,6 +455,7 @@ def ai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay
     chat = Chat(ctx, sid, nusers, ai_env(fport, streams), workers=workers, redis_url=redis_url)
     try:
         warm_up(chat, 2 * workers)
+
         def ours(i: int) -> dict[str, Any]:
             cids = [chat.conversation(s % nusers, [s % nusers], with_ai=True) for s in range(streams)]
             conns = [{"token": chat.users[s % nusers]["token"], "subs": [cid], "ai": {"cid": cid, "turns": turns}}
@@ -462,21 +473,7 @@ def ai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay
             return res
 
         def base(i: int) -> dict[str, Any]:
-            proc = Proc("direct_ai", [PY, str(BENCH / "baselines" / "direct_ai.py"), "--url",
-                                      f"http://127.0.0.1:{fport}/v1", "--streams", str(streams), "--turns", str(turns),
-                                      "--tokens", str(tokens)], SERVER_CPU, stdin=True, log=ctx.out / "direct_ai.log")
-            try:
-                proc.event("ready", timeout=60)
-                c0 = proc.cpu()
-                proc.send("go")
-                done = proc.event("done", timeout=600)
-                done["server_cpu_s"] = proc.cpu() - c0
-            finally:
-                proc.stop()
-            done["valid"] = done["complete"] == streams * turns
-            log(f"  {sid}-base-{i}: {done['complete']} complete, ttfd p50 {done['ttfd_ms']['p50']}, "
-                f"token p50/p99 {done['token_latency_ms']['p50']}/{done['token_latency_ms']['p99']} ms")
-            return done
+            return direct(ctx, f"{sid}-base-{i}", f"http://127.0.0.1:{fport}/v1", SERVER_CPU, streams, turns, tokens)
 
         return alternate(ctx, sid, ours, base)
     finally:
@@ -589,8 +586,86 @@ def p6b(ctx: Ctx) -> None:
         f"sum over both workers; Redis {redis:.1f} µs/token on CPU 1")
 
 
+# --- the OpenAI-compatible endpoint -------------------------------------------------------
+
+def direct(ctx: Ctx, label: str, url: str, cpu: str, streams: int, turns: int, tokens: int,
+           server: Proc | None = None, **client: str) -> dict[str, Any]:
+    """One run of baselines/direct_ai.py: straight at the fake provider (its own CPU is the
+    measure), or, given `server`, at our /v1 endpoint (the server's CPU is the measure)."""
+    args = [f"--{k}={v}" for k, v in client.items()]
+    proc = Proc("direct_ai", [PY, str(BENCH / "baselines" / "direct_ai.py"), "--url", url, "--streams", str(streams),
+                              "--turns", str(turns), "--tokens", str(tokens), *args], cpu, stdin=True,
+                log=ctx.out / f"direct_ai-{label}.log")
+    measured = server or proc
+    try:
+        proc.event("ready", timeout=60)
+        c0 = measured.cpu()
+        spy = profile(ctx, server, label) if server else None
+        proc.send("go")
+        done = proc.event("done", timeout=600)
+        done["server_cpu_s"] = measured.cpu() - c0
+        stop_profile(spy)
+    finally:
+        proc.stop()
+    done["valid"] = done["complete"] == streams * turns
+    log(f"  {label}: {done['complete']}/{streams * turns} complete, ttft p50/p99 {done['ttfd_ms']['p50']:.2f}/"
+        f"{done['ttfd_ms']['p99']:.2f} ms, token p50/p99 {done['token_latency_ms']['p50']:.2f}/"
+        f"{done['token_latency_ms']['p99']:.2f} ms, cpu {done['server_cpu_s']:.2f} s")
+    return done
+
+
+def openai_scenario(ctx: Ctx, sid: str, streams: int, turns: int, tokens: int, delay: float) -> list[Any]:
+    """The same client streams from our /v1 (it on CPU 1, the server on CPU 0) and straight
+    from the fake provider (it on CPU 0 in the server's place)."""
+    fport = free_port()
+    fake = Proc("fake", [PY, str(BENCH / "fake_provider.py"), "--port", str(fport), "--tokens", str(tokens),
+                         "--delay", str(delay)], LOAD_CPU, log=ctx.out / f"fake-{sid}.log")
+    wait_port(fport, fake)
+    chat = Chat(ctx, sid, 1, {**ai_env(fport, streams), "CHAT_API_MAX_CONCURRENT_PER_USER": "100000"})
+    try:
+        return alternate(
+            ctx, sid,
+            lambda i: direct(ctx, f"{sid}-ours-{i}", chat.base + "/v1", LOAD_CPU, streams, turns, tokens, chat.proc,
+                             token=chat.users[0]["token"], model="openai:fake"),
+            lambda i: direct(ctx, f"{sid}-base-{i}", f"http://127.0.0.1:{fport}/v1", SERVER_CPU, streams, turns,
+                             tokens))
+    finally:
+        chat.stop()
+        fake.stop()
+
+
+def o1(ctx: Ctx) -> None:
+    turns, tokens = ctx.size("turns", 20, 3), ctx.size("tokens", 500, 50)
+    pairs = openai_scenario(ctx, "O1", 1, turns, tokens, 0.0)
+    valid = all(o["valid"] and b["valid"] for o, b in pairs)
+    o, b = med([o["ttfd_ms"]["p50"] for o, _ in pairs]), med([b["ttfd_ms"]["p50"] for _, b in pairs])
+    added = med([o["ttfd_ms"]["p50"] - b["ttfd_ms"]["p50"] for o, b in pairs])
+    row(ctx, "O1", f"/v1 time to first token p50 ms ({tokens} tokens, no delay)", o, b, o / b if o and b else None,
+        "<= direct + 2 ms", valid and added is not None and added <= 2.0,
+        f"added {added:+.2f} ms; " + ("all text delivered" if valid else "INVALID: text missing or requests failed"))
+
+
+def o2(ctx: Ctx) -> None:
+    streams, tokens = ctx.size("streams", 100, 10), ctx.size("tokens", 200, 20)
+    delay = ctx.size("delay", 0.01, 0.01)
+    pairs = openai_scenario(ctx, "O2", streams, 1, tokens, delay)
+    valid = all(o["valid"] and b["valid"] for o, b in pairs)
+    o, b = med([o["ttfd_ms"]["p99"] for o, _ in pairs]), med([b["ttfd_ms"]["p99"] for _, b in pairs])
+    ratio = med([o["ttfd_ms"]["p99"] / b["ttfd_ms"]["p99"] for o, b in pairs])
+    row(ctx, "O2", f"/v1 time to first token p99 ms ({streams} streams x {tokens} tokens @ {delay * 1000:.0f} ms)",
+        o, b, ratio, "<= 1.5x direct", valid and ratio is not None and ratio <= 1.5,
+        "all complete" if valid else "INVALID: requests incomplete")
+    per_tok = med([o["server_cpu_s"] * 1e6 / max(1, o["tokens"]) for o, _ in pairs])
+    per_tok_b = med([b["server_cpu_s"] * 1e6 / max(1, b["tokens"]) for _, b in pairs])
+    cpu_ratio = per_tok / per_tok_b if per_tok and per_tok_b else None
+    row(ctx, "O2", "/v1 server CPU µs per relayed token", per_tok, per_tok_b, cpu_ratio, "<= 2x direct",
+        valid and cpu_ratio is not None and cpu_ratio <= 2.0,
+        f"token p99 {med([o['token_latency_ms']['p99'] for o, _ in pairs]):.1f} ms vs "
+        f"{med([b['token_latency_ms']['p99'] for _, b in pairs]):.1f} ms direct")
+
+
 SCENARIOS: dict[str, Callable[[Ctx], None]] = {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "S1": s1, "A1": a1, "A2": a2,
-                                               "P6": p6, "P6B": p6b}
+                                               "O1": o1, "O2": o2, "P6": p6, "P6B": p6b}
 
 
 def coalesce_ms() -> str:

@@ -30,7 +30,6 @@ from .errors import (
     Unavailable,
 )
 from .node import Node
-from .ratelimit import KeyedBuckets
 from .records import User
 from .settings import Settings
 from .turns import Turn
@@ -111,8 +110,6 @@ class Api:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limit = settings.max_body_bytes
-        # Password hashing costs CPU: registration and login are limited per client address.
-        self.auth_limit = KeyedBuckets(settings.auth_rate_per_second, settings.auth_rate_burst)
 
     async def user(self, request: Request) -> User:
         user = await _node(request).user(bearer(request.headers.get("authorization")))
@@ -122,13 +119,13 @@ class Api:
     # -- auth -----------------------------------------------------------------
 
     async def register(self, request: Request) -> Response:
-        self.auth_limit.check(request.client.host if request.client else "?", "registrations")
+        await _node(request).admit_auth(request.client.host if request.client else "?", "registrations")
         reg = inputs.registration(await read_json(request, self.limit), self.settings)
         token, user = await _node(request).register(reg)
         return json({"token": token, "user": user.wire()}, 201)
 
     async def token(self, request: Request) -> Response:
-        self.auth_limit.check(request.client.host if request.client else "?", "login attempts")
+        await _node(request).admit_auth(request.client.host if request.client else "?", "login attempts")
         login = inputs.login(await read_json(request, self.limit))
         token, user = await _node(request).login(login)
         return json({"token": token, "user": user.wire()})
@@ -185,6 +182,7 @@ class Api:
         user = await self.user(request)
         cid = path_id(request)
         cmd = protocol.send_message(await read_json(request, self.limit), cid, self.settings)
+        await _node(request).admit_send(user)
         sent = await _node(request).send(user, cmd)
         out: dict[str, Any] = {"message": sent.message.wire(), "ai": sent.ai}
         if sent.side_by_side:

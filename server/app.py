@@ -26,17 +26,23 @@ from .api import Api, error_response
 from .auth import Auth
 from .broker import Broker, LocalBroker, RedisBroker
 from .budgets import Budgets
+from .completions import Completions
 from .conversations import Conversations
 from .errors import ChatError
 from .hub import Hub
 from .metrics import Metrics, gauge_from
 from .node import Node
 from .nodes import Nodes
+from .openai_api import OpenAIApi, openai_error
 from .periodic import Periodic
+from .presence import RedisPresence
 from .pricing import Pricing
+from .ratelimit import Limits
 from .replies import Replies
 from .routing import Router, Rule
+from .sessions import Sessions
 from .settings import Settings
+from .shared import Shared
 from .stats import ModelStats
 from .store import Store
 from .turns import Turns
@@ -52,11 +58,13 @@ WEB = Path(__file__).resolve().parent.parent / "web"  # the browser client, serv
 class FrontDoor:
     """The outermost ASGI app. Paths work with and without a trailing slash (no redirect);
     /ws goes straight to the socket endpoint — no router, no middleware frames kept alive per
-    socket, and its writes reach uvicorn's `send` unwrapped; HTTP requests are logged."""
+    socket, and its writes reach uvicorn's `send` unwrapped; /v1/ goes to the OpenAI-compatible
+    app; HTTP requests are logged."""
 
-    def __init__(self, app: Starlette, websocket: ASGIApp) -> None:
+    def __init__(self, app: Starlette, websocket: ASGIApp, openai: ASGIApp) -> None:
         self.app = app
         self.websocket = websocket
+        self.openai = openai  # /v1/...: its own app, so its errors take OpenAI's shape
 
     @property
     def state(self) -> Any:
@@ -72,9 +80,10 @@ class FrontDoor:
             scope = {**scope, "path": path.rstrip("/") or "/"}
         if kind == "websocket":
             return (self.websocket if scope["path"] == "/ws" else self.app)(scope, receive, send)
-        return self._http(scope, receive, send)
+        app = self.openai if scope["path"].startswith("/v1/") else self.app
+        return self._http(app, scope, receive, send)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         logs.about(request=secrets.token_hex(6))
         start = time.perf_counter()
         status = 500
@@ -86,7 +95,7 @@ class FrontDoor:
             await send(message)
 
         try:
-            await self.app(scope, receive, logged)
+            await app(scope, receive, logged)
         finally:
             # the path only: query strings may carry tokens
             access.info("http method=%s path=%s status=%s ms=%.1f", scope["method"], scope["path"], status,
@@ -113,6 +122,7 @@ def create_app(settings: Settings) -> FrontDoor:
                                     max_size=settings.pool_max_size, deadline=settings.db_timeout)
         version = await store.apply_schema(SCHEMA.read_text())
         interrupted = await store.messages.mark_interrupted(settings.node_id)
+        await store.completions.interrupt(owner_node=settings.node_id)
         log.info("schema version %s; %s interrupted replies marked", version, interrupted)
         # No connection cap here: each backend's concurrency is bounded by its own semaphore.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
@@ -124,14 +134,22 @@ def create_app(settings: Settings) -> FrontDoor:
         router = Router(registry, policies, ttft=lambda model: (stats.get(model) or {}).get("ttft_p50_ms"),
                         price=lambda backend, kind, name: pricing.cost(backend, kind, name, 1000, 1000))
         metrics = Metrics()
-        hub = Hub(build_broker(settings, metrics), store.messages.replay, settings.replay_cap)
+        broker = build_broker(settings, metrics)
+        # With Redis, presence, connection counts and rate limits are shared by every process;
+        # alone, each stays in this process's memory.
+        shared = Shared(broker.redis) if isinstance(broker, RedisBroker) else None
+        presence = RedisPresence(shared, settings.presence_refresh_interval) if shared else None
+        hub = Hub(broker, store.messages.replay, settings.replay_cap, presence=presence)
+        sessions = Sessions(settings.ws_max_connections_per_user, hub.by_user, shared,
+                            settings.presence_refresh_interval)
         budgets = Budgets(store, hub, router, pricing, metrics, settings)
         replies = Replies(store, hub, router, pricing, metrics, settings)
         turns = Turns(store, hub, router, settings, replies, metrics, budgets)
         nodes = Nodes(store, registry, session, settings)
-        node = Node(settings, store, Auth(store, settings.token_ttl_seconds), hub, router,
+        completions = Completions(store, router, budgets, pricing, metrics, settings)
+        node = Node(settings, store, Auth(store, settings.token_ttl_seconds, settings.auth_cache_seconds), hub, router,
                     Conversations(store, hub, router, settings), turns, registry, nodes, stats, metrics,
-                    budgets)
+                    budgets, completions, Limits.build(settings, shared), sessions)
         gauge_from(metrics.connections, lambda: len(hub.connections()))
         gauge_from(metrics.subscriptions, hub.subscription_count)
         gauge_from(metrics.pool_in_use, lambda: store.db.pool.get_size() - store.db.pool.get_idle_size())
@@ -141,6 +159,8 @@ def create_app(settings: Settings) -> FrontDoor:
         if not registry.knows(settings.default_model):
             raise RuntimeError(f"DEFAULT_MODEL {settings.default_model!r} is not served by any provider")
         await hub.start()
+        if presence is not None:
+            presence.start()
         await budgets.refresh()
         background = [
             Periodic("node checks", settings.node_check_interval, nodes.check_round),
@@ -150,6 +170,14 @@ def create_app(settings: Settings) -> FrontDoor:
             Periodic("token checks", settings.ws_token_check_interval, node.check_tokens,
                      delay=settings.ws_token_check_interval),
         ]
+        if shared is not None:
+            async def refresh_shared() -> None:
+                await shared.probe()
+                await hub.presence.refresh()
+                await sessions.refresh()
+
+            background.append(Periodic("shared state", settings.presence_refresh_interval, refresh_shared,
+                                       delay=settings.presence_refresh_interval))
         for job in background:
             job.start()
         try:
@@ -159,7 +187,11 @@ def create_app(settings: Settings) -> FrontDoor:
             for job in background:
                 await job.close()
             await turns.close()
+            await completions.close()
             await replies.close()
+            if presence is not None:
+                await presence.close()
+            await sessions.close()
             await hub.close()
             await session.close()
             await store.close()
@@ -177,4 +209,6 @@ def create_app(settings: Settings) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.endpoint = endpoint  # the server's shutdown closes its sockets with 1001
-    return FrontDoor(app, endpoint)
+    openai = Starlette(routes=OpenAIApi(settings).routes(), middleware=[cors],
+                       exception_handlers={error: openai_error for error in (ChatError, HTTPException, Exception)})
+    return FrontDoor(app, endpoint, openai)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
@@ -36,10 +37,16 @@ def bearer(header: str | None) -> str | None:
 class Auth:
     """Register, log in, log out, and resolve a token to its user."""
 
-    def __init__(self, store: Store, token_ttl_seconds: int) -> None:
+    def __init__(self, store: Store, token_ttl_seconds: int, cache_seconds: float = 0.0,
+                 cache_size: int = 10_000) -> None:
         self.store = store
         self.ttl = timedelta(seconds=token_ttl_seconds)
         self.hasher = _HASHER
+        # token hash -> (user, when to ask the database again): a busy client pays one lookup
+        # per `cache_seconds`, not one per request. A logout here drops its entry at once.
+        self.cache_seconds = cache_seconds
+        self.cache_size = cache_size
+        self._cache: dict[bytes, tuple[User, float]] = {}
 
     async def register(self, username: str, password: str, display_name: str) -> tuple[str, User]:
         # Hashing costs tens of ms of CPU: keep it off the event loop.
@@ -71,10 +78,21 @@ class Auth:
             raise Unauthorized("missing bearer token")
         if len(token) > 256:
             raise Unauthorized("unknown token")
-        user = await self.store.user_for_token(token_hash(token))
+        key = token_hash(token)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        user = await self.store.user_for_token(key)
         if user is None:
+            self._cache.pop(key, None)
             raise Unauthorized("unknown, expired or revoked token")
+        if self.cache_seconds > 0:
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()  # simple and bounded: the busy tokens come back at once
+            self._cache[key] = (user, now + self.cache_seconds)
         return user
 
     async def logout(self, token: str) -> None:
+        self._cache.pop(token_hash(token), None)
         await self.store.revoke_token(token_hash(token))

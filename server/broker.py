@@ -100,6 +100,11 @@ class RedisBroker:
         self._asked: dict[str, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
         self._answering: set[asyncio.Task[None]] = set()
 
+    @property
+    def redis(self) -> Any:
+        """The client, for the state shared beside the events (presence, counts, rate limits)."""
+        return self._redis
+
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         await self._redis.ping()
@@ -153,6 +158,8 @@ class RedisBroker:
                 await self._redis.publish(f"{self._prefix}{cid}", data)
             except Exception as e:
                 self._went_down(e)
+            finally:
+                self._outbox.task_done()
 
     async def _reader(self) -> None:
         plen = len(self._prefix)
@@ -240,6 +247,11 @@ class RedisBroker:
         log.warning("redis is back: listening to %d conversations again", len(channels) - 2)
 
     async def close(self) -> None:
+        if not self._down and self._tasks:  # the last frames (users leaving, replies ending) go out first
+            try:
+                await asyncio.wait_for(self._outbox.join(), 1.0)
+            except TimeoutError:
+                log.warning("%d events not published to redis at shutdown", self._outbox.qsize())
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -15,12 +15,13 @@ from . import protocol
 from .errors import ChatError
 from .events import Event
 from .hub import Hub
+from .inputs import BUDGET_PERIODS
 from .metrics import Metrics
 from .pricing import Pricing
 from .routing import Router
 from .settings import Settings
 from .store import Store
-from .store_budgets import Budget
+from .store_budgets import Budget, Holder
 
 log = logging.getLogger("chat.budgets")
 
@@ -36,7 +37,7 @@ class BudgetExceeded(ChatError):
         what = "your" if budget.scope == "user" else "this conversation's"
         wire = budget.wire()
         super().__init__(
-            f"{what} {budget.period}ly AI budget of ${budget.limit_usd:.2f} is spent "
+            f"{what} {BUDGET_PERIODS[budget.period]} AI budget of ${budget.limit_usd:.2f} is spent "
             f"(${budget.spent_usd + budget.reserved_usd:.2f} used or held); it resets at {wire['resets_at']}",
             details={"scope": budget.scope, "period": budget.period, "limit_usd": wire["limit_usd"],
                      "spent_usd": wire["spent_usd"], "resets_at": wire["resets_at"]})
@@ -53,7 +54,7 @@ class Budgets:
         self.settings = settings
         self._subjects: set[tuple[str, int]] = set()  # (scope, id) with a budget
 
-    def applies(self, user_id: int, conversation_id: int) -> bool:
+    def applies(self, user_id: int, conversation_id: int | None) -> bool:
         """Whether a turn must ask the database. With several server processes, always: a
         budget set through another one must hold at once, not after the next refresh."""
         if self.hub.broker.shared:
@@ -63,37 +64,40 @@ class Budgets:
     def changed(self, scope: str, subject_id: int, exists: bool) -> None:
         (self._subjects.add if exists else self._subjects.discard)((scope, subject_id))
 
-    def estimate(self, model_id: str, prompt_chars: int) -> Decimal:
+    def estimate(self, model_id: str, prompt_chars: int, max_tokens: int | None = None) -> Decimal:
         """What a turn may cost: its prompt, and a reply as long as it may be. Unpriced models: 0."""
         try:
             backend, name = self.router.resolve(model_id)
         except ChatError:
             return Decimal(0)
-        out = self.settings.ai_max_tokens or EXPECTED_REPLY_TOKENS
+        out = max_tokens or self.settings.ai_max_tokens or EXPECTED_REPLY_TOKENS
         cost = self.pricing.cost(backend.id, backend.kind, name, -(-prompt_chars // 4), out,
                                  node=backend.node is not None)
         return cost or Decimal(0)
 
-    async def reserve(self, message_id: int, user_id: int, conversation_id: int, model_id: str,
-                      prompt_chars: int) -> bool:
+    async def reserve(self, holder: Holder, user_id: int, conversation_id: int | None, model_id: str,
+                      prompt_chars: int, max_tokens: int | None = None) -> bool:
         """Hold the turn's estimate; raises BudgetExceeded. True when something was reserved."""
         if not self.applies(user_id, conversation_id):
             return False
-        over = await self.store.budgets.reserve(message_id, user_id, conversation_id,
-                                                self.estimate(model_id, prompt_chars))
+        over = await self.store.budgets.reserve(holder, user_id, conversation_id,
+                                                self.estimate(model_id, prompt_chars, max_tokens))
         if over is not None:
             self.metrics.budget_refusals.labels(over.scope).inc()
             raise BudgetExceeded(over)
         return True
 
-    async def settle(self, message_id: int, cost: Decimal | None, conversation_id: int, requester: int,
-                     owner: int) -> None:
-        """Spend the turn's cost; warn whoever a crossed threshold concerns."""
-        for budget in await self.store.budgets.settle(message_id, cost or Decimal(0)):
+    async def settle(self, holder: Holder, cost: Decimal | None, conversation_id: int | None, requester: int,
+                     owner: int | None) -> None:
+        """Spend the turn's cost; warn whoever a crossed threshold concerns (in the conversation;
+        a completion has none, so its warning is only logged and counted)."""
+        for budget in await self.store.budgets.settle(holder, cost or Decimal(0)):
             who = requester if budget.scope == "user" else owner
             log.warning("budget %s of %s %s crossed %.0f%%", budget.period, budget.scope, budget.subject_id,
                         budget.warn_at * 100)
             self.metrics.budget_warnings.labels(budget.scope).inc()
+            if conversation_id is None:
+                continue
             frame = protocol.budget_warning(budget.wire(), conversation_id)
             self.hub.publish(conversation_id, Event(protocol.encode(frame), only_user=who))
 

@@ -11,7 +11,7 @@ from .broker import Broker
 from .connection import CLOSE_TRY_LATER, Connection
 from .errors import NotFound
 from .events import Event
-from .presence import Presence
+from .presence import LocalPresence, Presence
 from .records import Message, User
 
 # (conversation, after seq, cap) -> (up to `cap` stored messages after it, or none if more; last seq)
@@ -50,12 +50,14 @@ class Channel:
 class Hub:
     """Fan-out never awaits: frames go onto each connection's bounded queue."""
 
-    def __init__(self, broker: Broker, replay: Replay, replay_cap: int, gap_timeout: float = 1.0) -> None:
+    def __init__(self, broker: Broker, replay: Replay, replay_cap: int, gap_timeout: float = 1.0,
+                 presence: Presence | None = None) -> None:
         self.broker = broker
         self.replay = replay  # reads a gap's messages back from the store
         self.replay_cap = replay_cap
         self.gap_timeout = gap_timeout
-        self.presence = Presence()
+        self.presence: Presence = presence or LocalPresence()
+        self.presence.announce = self._announce
         self.channels: dict[int, Channel] = {}
         self.by_user: dict[int, set[Connection]] = {}  # every open connection, by its user
         self.delivered = 0  # frames handed to connections (read by the metrics at scrape time)
@@ -114,16 +116,17 @@ class Hub:
         ch.subs[conn] = Subscription(conn)
         conn.subscriptions.add(cid)
 
-    def join(self, conn: Connection, cid: int) -> list[User]:
-        """Count a buffering subscription as present (the room hears of a first join); who is present."""
+    async def join(self, conn: Connection, cid: int) -> list[User]:
+        """Count a buffering subscription as present (the room hears of a first join); who is present.
+
+        With shared presence this asks Redis; news published meanwhile lands in the
+        subscription's buffer and follows `subscribed`, so the list plus the news is exact."""
         ch = self.channels.get(cid)
         sub = ch.subs.get(conn) if ch else None
         if ch is None or sub is None or sub.buffer is None:
             raise NotFound(f"conversation {cid} not found")  # removed from it meanwhile
-        sub.joined = True
-        if self.presence.join(cid, conn.user):
-            self.publish(cid, _presence(cid, conn.user, "joined"))
-        return self.presence.present(cid)
+        sub.joined = True  # from here a drop counts the leave, even while the join is in flight
+        return await self.presence.join(cid, conn.user)
 
     def go_live(self, conn: Connection, cid: int, last_seq: int, frames: list[str],
                 covered: dict[str, int]) -> None:
@@ -161,8 +164,11 @@ class Hub:
     def _leave(self, ch: Channel, sub: Subscription) -> None:
         if not sub.joined:
             return  # never counted as present
-        if self.presence.leave(ch.id, sub.conn.user):
-            self.publish(ch.id, _presence(ch.id, sub.conn.user, "left"))
+        self.presence.leave(ch.id, sub.conn.user)
+
+    def _announce(self, cid: int, user: User, state: str) -> None:
+        """Presence news (a user's first subscription, or last one, gone): to the room."""
+        self.publish(cid, _presence(cid, user, state))
 
     def is_subscribed(self, conn: Connection, cid: int) -> bool:
         ch = self.channels.get(cid)

@@ -17,6 +17,7 @@ USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MODES = ("solo", "partner", "group")
 MAX_INT = 2**63 - 1  # PostgreSQL bigint
 MAX_PASSWORD_CHARS = 1024
+BUDGET_PERIODS = {"day": "daily", "month": "monthly"}  # a budget's period -> how a message names it
 
 
 def require_object(value: Any) -> dict[str, Any]:
@@ -256,7 +257,7 @@ def conversation_changes(body: dict[str, Any], settings: Settings) -> Conversati
 
 def new_budget(body: dict[str, Any]) -> NewBudget:
     period = body.get("period", "month")
-    if period not in ("day", "month"):
+    if period not in BUDGET_PERIODS:
         raise Invalid("period", "period must be day or month")
     limit = body.get("limit_usd")
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit <= 1_000_000:

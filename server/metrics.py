@@ -84,6 +84,25 @@ class Metrics:
     def closed(self, code: int) -> None:
         self.disconnects.labels(CLOSE_REASONS.get(code, "other")).inc()
 
+    def turn_ended(self, model: str, status: str, prompt_tokens: int | None, completion_tokens: int | None,
+                   cost_usd: Any, ttft_ms: float | None, seconds: float | None) -> None:
+        """An AI turn (a chat reply or an API completion) ended: what it used, cost and took."""
+        self.turns.labels(model, status).inc()
+        if prompt_tokens is not None:
+            self.tokens.labels(model, "prompt").inc(prompt_tokens)
+            self.tokens.labels(model, "completion").inc(completion_tokens or 0)
+        if cost_usd:
+            self.cost.labels(model).inc(float(cost_usd))
+        if ttft_ms is not None:
+            self.time_to_first_token.labels(model).observe(ttft_ms / 1000)
+        if seconds is not None:
+            self.turn_seconds.labels(model).observe(seconds)
+
+    def provider_failed(self, model: str, err: Exception) -> None:
+        """ProviderTimeout -> kind "timeout": a short, bounded label."""
+        kind = type(err).__name__.removeprefix("Provider").removesuffix("Error").lower()
+        self.provider_errors.labels(model, kind or "other").inc()
+
     def error(self, code: str, transport: str) -> None:
         self.errors.labels(code, transport).inc()
 

@@ -18,6 +18,7 @@ from providers.registry import Registry
 from . import protocol
 from .auth import Auth, token_hash
 from .budgets import Budgets
+from .completions import Completions
 from .connection import CLOSE_UNAUTHORIZED, Connection
 from .conversations import Conversations
 from .errors import (
@@ -43,8 +44,18 @@ from .inputs import (
 from .metrics import Metrics
 from .nodes import Nodes
 from .protocol import SendMessage, Subscribe, Typing
-from .records import Conversation, Message, Room, User, catalog_wire, rfc3339
+from .ratelimit import Limits
+from .records import (
+    Conversation,
+    Message,
+    Room,
+    User,
+    catalog_wire,
+    openai_models_wire,
+    rfc3339,
+)
 from .routing import Router, address
+from .sessions import Sessions
 from .settings import Settings
 from .stats import ModelStats
 from .store import Store
@@ -74,7 +85,8 @@ class Node:
 
     def __init__(self, settings: Settings, store: Store, auth: Auth, hub: Hub, router: Router,
                  conversations: Conversations, turns: Turns, registry: Registry, nodes: Nodes,
-                 stats: ModelStats, metrics: Metrics, budgets: Budgets) -> None:
+                 stats: ModelStats, metrics: Metrics, budgets: Budgets, completions: Completions,
+                 limits: Limits, sessions: Sessions) -> None:
         self.settings = settings
         self.store = store
         self.auth = auth
@@ -87,6 +99,9 @@ class Node:
         self.stats = stats
         self.metrics = metrics
         self.budgets = budgets
+        self.completions = completions  # the OpenAI-compatible endpoint's (openai_api.py)
+        self.limits = limits
+        self.sessions = sessions
         self.writer = MessageWriter(store.messages)
         hub.broker.on_ask = self.answer  # questions from other server processes
 
@@ -94,6 +109,15 @@ class Node:
 
     async def user(self, token: str | None) -> User:
         return await self.auth.user(token)
+
+    async def admit_auth(self, client: str, what: str) -> None:
+        """Registration and login cost a password hash: limited per client address, cluster-wide."""
+        await self.limits.auth.check(client, what)
+
+    async def admit_send(self, user: User) -> None:
+        """Sends start database writes and AI turns: limited per user over all their sockets
+        and processes. Called before `send`, never inside it (see its note on order)."""
+        await self.limits.sends.check(str(user.id), "messages")
 
     async def register(self, reg: Registration) -> tuple[str, User]:
         return await self.auth.register(reg.username, reg.password, reg.display_name)
@@ -242,7 +266,7 @@ class Node:
             else:
                 replay, last_seq = await self.store.messages.replay(cid, after, self.settings.replay_cap)
             elsewhere = await self._streaming_elsewhere(cid)
-            present = hub.join(conn, cid)
+            present = await hub.join(conn, cid)
         except BaseException:
             hub.unsubscribe(conn, cid)
             raise
@@ -279,20 +303,24 @@ class Node:
         frame = protocol.typing(cmd.conversation_id, conn.user, cmd.state)
         self.hub.publish(cmd.conversation_id, Event(protocol.encode(frame), skip_user=conn.user.id))
 
-    def connect(self, conn: Connection) -> None:
-        """An authenticated socket joins, within its user's connection limit."""
-        if len(self.hub.connections_of(conn.user.id)) >= self.settings.ws_max_connections_per_user:
+    async def connect(self, conn: Connection) -> None:
+        """An authenticated socket joins, within its user's connection limit (on every process)."""
+        if not await self.sessions.open(conn.user.id):
             raise RateLimited("too many connections for this user", retry_after=5)
         self.hub.connect(conn)
 
     def disconnect(self, conn: Connection) -> None:
         """A closed socket leaves every conversation."""
         self.hub.drop(conn)
+        self.sessions.end(conn.user.id)
 
     # -- models and AI nodes ----------------------------------------------------
 
     def models(self) -> dict[str, Any]:
         return {**catalog_wire(self.registry, self.stats.get), "aliases": self.settings.aliases}
+
+    def openai_models(self) -> list[dict[str, Any]]:
+        return openai_models_wire(self.registry, self.router.policies)
 
     def model_stats(self) -> dict[str, Any]:
         return self.stats.table()

@@ -23,7 +23,7 @@ class Pricing:
     def __init__(self, overrides: dict[str, dict[str, Any]] | None = None) -> None:
         # backend id -> {"input", "output"} per million tokens, or {model: {"input", "output"}}
         self.overrides = overrides or {}
-        self._unknown: set[tuple[str, str]] = set()  # (kind, model) the table has no price for
+        self._unknown: set[tuple[str, str]] = set()
 
     def cost(self, backend_id: str, kind: str, model: str, prompt_tokens: int,
              completion_tokens: int, *, node: bool = False) -> Decimal | None:
@@ -39,14 +39,15 @@ class Pricing:
     def _database(self, kind: str, model: str, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
         from genai_prices import Usage, calc_price  # its data loads on first use
 
-        if (kind, model) in self._unknown:
-            return None  # the bundled table does not change while we run; a miss costs ~80 µs of matching
+        if (kind, model) in self._unknown:  # genai-prices caches what it finds, not what it does not
+            return None
         try:
             price = calc_price(Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens), model_ref=model,
                                provider_id=kind)
         except Exception as e:  # genai-prices raises LookupError-like errors for models it does not know
-            self._unknown.add((kind, model))
-            log.info("no price for %s model %r (%s); its cost is unknown unless chat.toml sets prices",
-                     kind, model, e)
+            if (kind, model) not in self._unknown:
+                self._unknown.add((kind, model))
+                log.info("no price for %s model %r (%s); its cost is unknown unless chat.toml sets prices",
+                         kind, model, e)
             return None
         return Decimal(price.total_price)

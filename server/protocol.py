@@ -298,7 +298,7 @@ def budget_warning(budget: dict[str, Any], cid: int) -> dict[str, Any]:
     """To the user a budget concerns, once per period, when its spending crosses `warn_at`."""
     return {"type": "budget.warning", "conversation_id": cid, "budget": budget,
             "message": f"{round(budget['spent_usd'] / budget['limit_usd'] * 100) if budget['limit_usd'] else 100}% "
-                       f"of the {budget['period']}ly AI budget of ${budget['limit_usd']:.2f} is spent"}
+                       f"of the {inputs.BUDGET_PERIODS[budget['period']]} AI budget of ${budget['limit_usd']:.2f} is spent"}
 
 
 def ai_start(msg: Message, reply_id: str, model: str, tier: str, reply_to: int,

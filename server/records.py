@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -244,3 +244,13 @@ def catalog_wire(registry: Registry, stats: StatsOf = lambda model_id: None) -> 
     """The GET /ai/models body, from the last checks and the last model stats; never awaits."""
     return {"default_model_id": registry.default_model_id,
             "providers": [backend_wire(b, stats) for b in registry.backends()]}
+
+
+def openai_models_wire(registry: Registry, policies: Iterable[str]) -> list[dict[str, Any]]:
+    """GET /v1/models' `data`: every model id served now (a node's while it is healthy), and
+    `auto` with each routing policy, in OpenAI's model object shape."""
+    out = [{"id": f"{b.id}:{m}", "object": "model", "created": 0, "owned_by": b.id}
+           for b in registry.backends() if b.node is None or b.node.healthy for m in b.models]
+    out += [{"id": "auto" if name == "default" else f"auto:{name}", "object": "model", "created": 0,
+             "owned_by": "router"} for name in policies]
+    return out

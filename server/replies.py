@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from providers.base import StreamEnd
 
 from . import protocol
-from .errors import ChatError
+from .accounting import spent
 from .events import Event
 from .hub import Hub
 from .metrics import Metrics
@@ -66,30 +66,19 @@ class Replies:
     def final(self, turn: Turn, status: str, end: StreamEnd | None, error_code: str | None = None,
               error_message: str | None = None) -> FinalReply:
         """The reply as it will be stored: text, status, how it came to be, usage and cost.
-        Without the provider's counts, tokens are estimated at four characters each."""
+        Without the provider's counts, tokens are estimated (see accounting.py)."""
         msg = turn.message
         assert msg is not None
         text = "".join(turn.parts)
-        usage = end.usage if end is not None else None
         clock = turn.clock
         cancelled_by = turn.cancel_by if status == "cancelled" else None
         if not clock.asked:  # no provider was asked (refused, or cancelled before)
             return FinalReply(msg.id, text, status, turn.model, turn.tier, turn.fallback_from, cancelled_by,
                               None, None, None, None, None, None, error_code, error_message)
-        if usage is not None:
-            prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens, False
-        else:
-            prompt, completion, estimated = -(-turn.prompt_chars // 4), -(-len(text) // 4), True
-        ttft = (clock.first - clock.asked) * 1000 if clock.first else None
-        gen = (clock.ended - clock.first) * 1000 if clock.first and clock.ended else None
-        try:
-            backend, name = self.router.resolve(turn.model)
-        except ChatError:
-            cost = None
-        else:
-            cost = self.pricing.cost(backend.id, backend.kind, name, prompt, completion, node=backend.node is not None)
+        used = spent(self.router, self.pricing, turn.model, end, turn.prompt_chars, len(text))
         return FinalReply(msg.id, text, status, turn.model, turn.tier, turn.fallback_from, cancelled_by,
-                          prompt, completion, estimated, ttft, gen, cost, error_code, error_message)
+                          used.prompt_tokens, used.completion_tokens, used.estimated, clock.ttft_ms, clock.gen_ms,
+                          used.cost_usd, error_code, error_message)
 
     async def store_final(self, msg: Message, final: FinalReply) -> Message:
         """The stored reply; or, the database being down, the reply as it will be stored (status
@@ -122,17 +111,10 @@ class Replies:
                 log.info("reply %s stored after the database came back", message_id)
 
     def count(self, turn: Turn, final: FinalReply) -> None:
-        m, model, clock = self.metrics, final.model_used, turn.clock
-        m.turns.labels(model, final.status).inc()
-        if final.prompt_tokens is not None:
-            m.tokens.labels(model, "prompt").inc(final.prompt_tokens)
-            m.tokens.labels(model, "completion").inc(final.completion_tokens or 0)
-        if final.cost_usd:
-            m.cost.labels(model).inc(float(final.cost_usd))
-        if final.ttft_ms is not None:
-            m.time_to_first_token.labels(model).observe(final.ttft_ms / 1000)
-        if clock.asked and clock.ended:
-            m.turn_seconds.labels(model).observe(clock.ended - clock.asked)
+        clock = turn.clock
+        self.metrics.turn_ended(final.model_used, final.status, final.prompt_tokens, final.completion_tokens,
+                                final.cost_usd, final.ttft_ms,
+                                clock.ended - clock.asked if clock.asked and clock.ended else None)
 
     # -- servers that died --------------------------------------------------------
 
@@ -142,6 +124,7 @@ class Replies:
         await self.store.messages.heartbeat(self.settings.node_id)
         for orphan in await self.store.messages.interrupt_orphans(self.settings.heartbeat_interval * 3):
             self._announce_interrupted(orphan)
+        await self.store.completions.interrupt(stale_after=self.settings.heartbeat_interval * 3)
 
     def _announce_interrupted(self, reply: Message) -> None:
         """A reply whose server died ends for its subscribers, wherever they are."""

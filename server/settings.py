@@ -51,8 +51,11 @@ class Settings:
     max_participants: int = 100
     max_client_id_chars: int = 64
     token_ttl_seconds: int = 30 * 24 * 3600
+    auth_cache_seconds: float = 2.0  # a token revoked on another server still works here for up to this
     auth_rate_per_second: float = 1.0
     auth_rate_burst: int = 20
+    send_rate_per_second: float = 10.0  # message sends per user, over all their sockets and REST
+    send_rate_burst: int = 60
     pool_min_size: int = 2
     pool_max_size: int = 10
     db_timeout: float = 3.0  # every database call answers within this, or `unavailable`
@@ -72,6 +75,7 @@ class Settings:
     ws_close_timeout: float = 2.0  # a closed client that takes no close frame is then dropped
     ws_token_check_interval: float = 30.0  # open sockets whose token was revoked elsewhere close within this
     ws_allowed_origins: tuple[str, ...] = ()
+    presence_refresh_interval: float = 5.0  # shared presence and connection counts expire after 3 of these
     replay_cap: int = 500
 
     # AI
@@ -98,6 +102,12 @@ class Settings:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # chat.toml [templates.<name>]
     routing: dict[str, list[dict[str, Any]]] = field(default_factory=dict, hash=False)  # [[routing.<policy>]] rules
 
+    # OpenAI-compatible endpoint (/v1): a request carries its whole prompt
+    api_max_body_bytes: int = 4 * 1024 * 1024
+    api_max_messages: int = 1000
+    api_max_prompt_chars: int = 1_000_000
+    api_max_concurrent_per_user: int = 32
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -120,8 +130,12 @@ ENV: dict[str, tuple[str, type]] = {
     "max_content_chars": ("CHAT_MAX_CONTENT_CHARS", int),
     "max_participants": ("CHAT_MAX_PARTICIPANTS", int),
     "token_ttl_seconds": ("CHAT_TOKEN_TTL_SECONDS", int),
+    "auth_cache_seconds": ("CHAT_AUTH_CACHE_SECONDS", float),
     "auth_rate_per_second": ("CHAT_AUTH_RATE_PER_SECOND", float),
     "auth_rate_burst": ("CHAT_AUTH_RATE_BURST", int),
+    "send_rate_per_second": ("CHAT_SEND_RATE_PER_SECOND", float),
+    "send_rate_burst": ("CHAT_SEND_RATE_BURST", int),
+    "presence_refresh_interval": ("CHAT_PRESENCE_REFRESH_INTERVAL", float),
     "ws_max_frame_bytes": ("CHAT_WS_MAX_FRAME_BYTES", int),
     "ws_queue_frames": ("CHAT_WS_QUEUE_FRAMES", int),
     "ws_rate_per_second": ("CHAT_WS_RATE_PER_SECOND", float),
@@ -140,6 +154,10 @@ ENV: dict[str, tuple[str, type]] = {
     "coalesce_growth": ("CHAT_COALESCE_GROWTH", float),
     "provider_concurrency": ("CHAT_PROVIDER_CONCURRENCY", int),
     "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
+    "api_max_body_bytes": ("CHAT_API_MAX_BODY_BYTES", int),
+    "api_max_messages": ("CHAT_API_MAX_MESSAGES", int),
+    "api_max_prompt_chars": ("CHAT_API_MAX_PROMPT_CHARS", int),
+    "api_max_concurrent_per_user": ("CHAT_API_MAX_CONCURRENT_PER_USER", int),
     "reply_checkpoint_interval": ("CHAT_REPLY_CHECKPOINT_INTERVAL", float),
     "budget_refresh_interval": ("CHAT_BUDGET_REFRESH_INTERVAL", float),
     "heartbeat_interval": ("CHAT_HEARTBEAT_INTERVAL", float),

@@ -12,6 +12,7 @@ import asyncpg
 from .database import Database
 from .records import AINode, Conversation, Participant, User
 from .store_budgets import BudgetStore
+from .store_completions import CompletionStore
 from .store_messages import MessageStore
 from .store_usage import UsageStore
 
@@ -55,6 +56,7 @@ class Store:
         self.messages = MessageStore(db)
         self.usage = UsageStore(db)
         self.budgets = BudgetStore(db)
+        self.completions = CompletionStore(db)
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10, deadline: float = 5.0) -> Store:

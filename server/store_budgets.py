@@ -49,6 +49,18 @@ class Budget:
                 "resets_at": rfc3339(self.resets_at)}
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """What holds a reservation: a chat reply (its message id) or an API completion."""
+
+    kind: str  # "message" | "completion"
+    id: int
+
+    @property
+    def column(self) -> str:
+        return "completion_id" if self.kind == "completion" else "message_id"
+
+
 def _budget(r: Any) -> Budget:
     return Budget(r["id"], r["scope"], r["subject_id"], r["period"], r["limit_usd"], r["warn_at"],
                   r["spent_usd"], r["reserved_usd"], r["resets_at"])
@@ -89,7 +101,7 @@ class BudgetStore:
             user_id, conversation_id)
         return [_budget(r) for r in rows]
 
-    async def reserve(self, message_id: int, user_id: int, conversation_id: int,
+    async def reserve(self, holder: Holder, user_id: int, conversation_id: int | None,
                       estimate: Decimal) -> Budget | None:
         """Hold `estimate` against every budget the turn counts against, or hold nothing and
         return the first budget it would exceed (already spent and held, plus this)."""
@@ -107,24 +119,25 @@ class BudgetStore:
                 if held >= b.limit_usd or held + estimate > b.limit_usd:
                     return b
             await con.execute(
-                "INSERT INTO budget_reservations (message_id, budget_id, period_start, amount_usd)"
+                f"INSERT INTO budget_reservations ({holder.column}, budget_id, period_start, amount_usd)"
                 " SELECT $1, b.id, date_trunc(b.period, now() AT TIME ZONE 'UTC')::date, $3"
-                " FROM budgets b WHERE b.id = any($2::bigint[])", message_id, ids, estimate)
+                " FROM budgets b WHERE b.id = any($2::bigint[])", holder.id, ids, estimate)
         return None
 
-    async def settle(self, message_id: int, cost: Decimal) -> list[Budget]:
+    async def settle(self, holder: Holder, cost: Decimal) -> list[Budget]:
         """A turn ended: its reservations go, its cost is spent. Returns the budgets whose warning
         threshold this crossed (each at most once per period)."""
         async with self.db.transaction() as con:
             rows = await con.fetch(
-                "WITH r AS (DELETE FROM budget_reservations WHERE message_id = $1 RETURNING budget_id, period_start),"
+                f"WITH r AS (DELETE FROM budget_reservations WHERE {holder.column} = $1"
+                "           RETURNING budget_id, period_start),"
                 " l AS (INSERT INTO budget_ledger AS l (budget_id, period_start, spent_usd)"
                 "       SELECT budget_id, period_start, $2 FROM r"
                 "       ON CONFLICT (budget_id, period_start) DO UPDATE SET spent_usd = l.spent_usd + $2"
                 "       RETURNING l.budget_id, l.period_start, l.spent_usd, l.warned)"
                 " SELECT l.budget_id, l.period_start FROM l JOIN budgets b ON b.id = l.budget_id"
                 " WHERE NOT l.warned AND l.spent_usd >= b.limit_usd * b.warn_at",
-                message_id, cost)
+                holder.id, cost)
             # The ledger rows stay locked until commit: a concurrent settle sees `warned` set.
             crossed = [r["budget_id"] for r in rows]
             if not crossed:
@@ -137,11 +150,13 @@ class BudgetStore:
         return [_budget(r) for r in found]
 
     async def release_ended(self) -> int:
-        """Reservations of replies that are no longer streaming (their server died): spend what
-        they stored as their cost, and let the rest go."""
+        """Reservations of replies and completions that are no longer streaming (their server
+        died): spend what they stored as their cost, and let the rest go."""
         rows = await self.db.fetch(
-            "SELECT r.message_id, coalesce(m.cost_usd, 0) AS cost FROM budget_reservations r"
-            " JOIN messages m ON m.id = r.message_id WHERE m.status <> 'streaming'")
+            "SELECT 'message' AS kind, r.message_id AS id, coalesce(m.cost_usd, 0) AS cost FROM budget_reservations r"
+            " JOIN messages m ON m.id = r.message_id WHERE m.status <> 'streaming'"
+            " UNION ALL SELECT 'completion', r.completion_id, coalesce(c.cost_usd, 0) FROM budget_reservations r"
+            " JOIN completions c ON c.id = r.completion_id WHERE c.status <> 'streaming'")
         for r in rows:
-            await self.settle(r["message_id"], r["cost"])
+            await self.settle(Holder(r["kind"], r["id"]), r["cost"])
         return len(rows)

@@ -29,29 +29,38 @@ class UsageStore:
 
     async def summary(self, *, conversation_id: int | None = None, user_id: int | None = None,
                       since: datetime, until: datetime) -> dict[str, Any]:
-        """Totals, by model, by UTC day and by both, of the replies in [since, until) of one conversation,
-        one requesting user, or (neither given) everyone; one statement (GROUPING SETS)."""
-        where = ["role = 'assistant'", "status <> 'streaming'", "created_at >= $1", "created_at < $2"]
+        """Totals, by model, by UTC day, by both, and by source (`chat` replies, `api`
+        completions) in [since, until) of one conversation, one requesting user, or (neither
+        given) everyone; one statement (GROUPING SETS). A conversation has only chat replies."""
         args: list[Any] = [since, until]
+        chat = ["role = 'assistant'", "status <> 'streaming'", "created_at >= $1", "created_at < $2"]
+        api = ["status <> 'streaming'", "created_at >= $1", "created_at < $2"]
         if conversation_id is not None:
             args.append(conversation_id)
-            where.append(f"conversation_id = ${len(args)}")
+            chat.append(f"conversation_id = ${len(args)}")
         if user_id is not None:
             args.append(user_id)
-            where.append(f"requested_by = ${len(args)}")
+            chat.append(f"requested_by = ${len(args)}")
+            api.append(f"user_id = ${len(args)}")
+        cols = "model_used, created_at, prompt_tokens, completion_tokens, cost_usd, usage_estimated"
+        rows_sql = f"SELECT 'chat' AS source, {cols} FROM messages WHERE {' AND '.join(chat)}"
+        if conversation_id is None:
+            rows_sql += f" UNION ALL SELECT 'api', {cols} FROM completions WHERE {' AND '.join(api)}"
+        day = "(created_at AT TIME ZONE 'UTC')::date"
         rows = await self.db.fetch(
-            f"SELECT model_used AS model, (created_at AT TIME ZONE 'UTC')::date AS day,"
-            f" GROUPING(model_used) AS no_model, GROUPING((created_at AT TIME ZONE 'UTC')::date) AS no_day, {_SUMS}"
-            f" FROM messages WHERE {' AND '.join(where)}"
-            " GROUP BY GROUPING SETS ((model_used), ((created_at AT TIME ZONE 'UTC')::date),"
-            "                         ((created_at AT TIME ZONE 'UTC')::date, model_used), ())"
-            " ORDER BY day NULLS FIRST, model NULLS FIRST", *args,
+            f"SELECT source, model_used AS model, {day} AS day, GROUPING(source) AS no_source,"
+            f" GROUPING(model_used) AS no_model, GROUPING({day}) AS no_day, {_SUMS}"
+            f" FROM ({rows_sql}) r"
+            f" GROUP BY GROUPING SETS ((model_used), ({day}), ({day}, model_used), (source), ())"
+            " ORDER BY day NULLS FIRST, model NULLS FIRST, source NULLS FIRST", *args,
         )
         total = {"turns": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "unpriced_turns": 0,
                  "estimated": False}
-        by_model, by_day, by_day_model = [], [], []
+        by_model, by_day, by_day_model, by_source = [], [], [], []
         for r in rows:
-            if r["no_model"] and r["no_day"]:
+            if not r["no_source"]:
+                by_source.append({"source": r["source"], **_bucket(r)})
+            elif r["no_model"] and r["no_day"]:
                 total = _bucket(r)
             elif r["no_day"]:
                 by_model.append({"model": r["model"], **_bucket(r)})
@@ -60,7 +69,8 @@ class UsageStore:
             else:
                 by_day_model.append({"day": r["day"].isoformat(), "model": r["model"], **_bucket(r)})
         by_model.sort(key=lambda b: (-b["cost_usd"], -b["turns"]))
-        return {"total": total, "by_model": by_model, "by_day": by_day, "by_day_model": by_day_model}
+        return {"total": total, "by_model": by_model, "by_day": by_day, "by_day_model": by_day_model,
+                "by_source": by_source}
 
     async def model_stats(self, last_turns: int, hours: float) -> list[dict[str, Any]]:
         """Per model, over its latest `last_turns` replies within `hours`: turns, error rate, time
@@ -72,9 +82,13 @@ class UsageStore:
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY completion_tokens * 1000.0 / nullif(gen_ms, 0)) AS tps"
             " FROM (SELECT model_used, status, ttft_ms, gen_ms, completion_tokens,"
             "              row_number() OVER (PARTITION BY model_used ORDER BY created_at DESC) AS n"
-            "       FROM messages WHERE role = 'assistant' AND model_used IS NOT NULL"
-            "         AND status NOT IN ('streaming', 'cancelled')"
-            "         AND created_at > now() - make_interval(secs => $2)) recent"
+            "       FROM (SELECT model_used, status, ttft_ms, gen_ms, completion_tokens, created_at FROM messages"
+            "             WHERE role = 'assistant' AND model_used IS NOT NULL"
+            "               AND status NOT IN ('streaming', 'cancelled')"
+            "               AND created_at > now() - make_interval(secs => $2)"
+            "             UNION ALL SELECT model_used, status, ttft_ms, gen_ms, completion_tokens, created_at"
+            "             FROM completions WHERE status NOT IN ('streaming', 'cancelled')"
+            "               AND created_at > now() - make_interval(secs => $2)) served) recent"
             " WHERE n <= $1 GROUP BY model_used ORDER BY model_used",
             last_turns, hours * 3600,
         )

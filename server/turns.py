@@ -16,6 +16,7 @@ from providers.base import ChatMessage, ProviderError, StreamEnd
 from providers.registry import Backend
 
 from . import logs, protocol
+from .accounting import Clock
 from .budgets import BudgetExceeded, Budgets
 from .coalescing import Coalescer, Window
 from .errors import ChatError, Forbidden, NotFound, Unavailable
@@ -27,6 +28,7 @@ from .replies import Replies
 from .routing import Choice, Router
 from .settings import Settings
 from .store import Store
+from .store_budgets import Holder
 
 log = logging.getLogger("chat.turns")
 
@@ -36,15 +38,6 @@ SYSTEM_PROMPT = (
 )
 
 Listener = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(slots=True)
-class Clock:
-    """When a turn asked its provider, got the first token, and ended (loop time; 0: not yet)."""
-
-    asked: float = 0.0
-    first: float = 0.0
-    ended: float = 0.0  # (frame type, frame): the SSE transport's tap
 
 
 @dataclass(eq=False)
@@ -221,8 +214,8 @@ class Turns:
                 prompt = self._prompt(turn.room, history, instructions)
                 turn.prompt_chars = sum(len(m.content) for m in prompt)
                 try:
-                    turn.reserved = await self.budgets.reserve(msg.id, turn.requested_by, turn.room.id, turn.model,
-                                                               turn.prompt_chars)
+                    turn.reserved = await self.budgets.reserve(Holder("message", msg.id), turn.requested_by,
+                                                               turn.room.id, turn.model, turn.prompt_chars)
                 except BudgetExceeded as e:
                     outcome = ("error", e.code, e.message, None)
                 else:
@@ -262,7 +255,7 @@ class Turns:
                     return "cancelled", None, None, None
                 except ProviderError as e:
                     err = e
-                    self.metrics.provider_errors.labels(model, _kind(e)).inc()
+                    self.metrics.provider_failed(model, e)
                 finally:
                     turn.stream_task = None
             if turn.parts or i == len(candidates) - 1:
@@ -321,7 +314,8 @@ class Turns:
         self.replies.count(turn, final)
         if turn.reserved:
             try:
-                await self.budgets.settle(msg.id, final.cost_usd, turn.room.id, turn.requested_by, turn.room.owner_id)
+                await self.budgets.settle(Holder("message", msg.id), final.cost_usd, turn.room.id, turn.requested_by,
+                                          turn.room.owner_id)
             except Exception as e:  # the reservation is released by the next sweep (Budgets.sweep)
                 log.warning("turn %s: settling its budget failed: %r", turn.reply_id, e)
         if stored.status == "error":
@@ -362,8 +356,3 @@ class Turns:
 Outcome = tuple[str, "str | None", "str | None", "StreamEnd | None"]  # status, error code, error text, end
 
 
-
-def _kind(err: ProviderError) -> str:
-    """ProviderTimeout -> "timeout": a short, bounded label."""
-    name = type(err).__name__.removeprefix("Provider").removesuffix("Error").lower()
-    return name or "other"

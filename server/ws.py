@@ -84,7 +84,7 @@ class SocketEndpoint:
         conn = Connection(user, send, self.settings.ws_queue_frames, close_timeout=self.settings.ws_close_timeout,
                           token=token_hash(token))
         try:
-            node.connect(conn)
+            await node.connect(conn)
         except ChatError as e:
             await _refuse(send, e, CLOSE_POLICY, "too many connections", node.metrics)
             return
@@ -158,6 +158,9 @@ class SocketEndpoint:
             try:
                 cmd, ref = protocol.parse(data, s)
                 if isinstance(cmd, SendMessage):
+                    # The user's send budget, shared by their sockets: awaited here, in the
+                    # reading loop, so the sends still reach the writer in the order sent.
+                    await node.admit_send(conn.user)
                     # Sends run as tasks so the next frames are read while this one is stored:
                     # sends arriving during a write share its next commit, in arrival order
                     # (see Node.send). A bounded number per socket; then reading waits.

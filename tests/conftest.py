@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -90,7 +92,8 @@ async def running_server(database_url: str, **overrides: Any) -> AsyncIterator[R
     port = free_port()
     base = dict(port=port, database_url=database_url, node_id=f"test-{port}", echo_delay=0.0,
                 coalesce_ms=0.0, pool_min_size=1, pool_max_size=8, node_check_interval=3600,
-                auth_rate_per_second=10_000, auth_rate_burst=10_000)
+                auth_rate_per_second=10_000, auth_rate_burst=10_000, send_rate_per_second=10_000,
+                send_rate_burst=10_000)
     settings = Settings(**{**base, **overrides})
     app = create_app(settings)
     server = ChatServer(uvicorn_config(app, settings, loop="none"))
@@ -253,6 +256,56 @@ class Socket:
 
     async def close(self) -> None:
         await self.conn.close()
+
+
+async def redis_up(url: str) -> bool:
+    import redis.asyncio as redis
+
+    client = redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, to stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if await redis_up(self.url):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("SKIPPED LOUDLY: redis-server is not on the PATH (apt-get install redis-server)")
+    server = PrivateRedis(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.conftest import Client, fresh_database, running_server
 
@@ -93,3 +94,18 @@ async def test_registration_and_login_are_rate_limited_per_address(database_url:
         assert statuses == [401, 401, 401, 429, 429]
         assert r.body["error"]["code"] == "rate_limited" and r.body["error"]["retry_after"] > 0
         assert int(r.headers["Retry-After"]) >= 1
+
+
+async def test_a_token_revoked_elsewhere_stops_working_here_within_the_auth_cache_time(
+        postgres_url: str, http: Any) -> None:
+    async with running_server(await fresh_database(postgres_url), auth_cache_seconds=0.5) as srv:
+        client = Client(http, srv.base_url, srv.ws_url)
+        u = await client.user("cached")
+        assert (await client.call("GET", "/me", u.token)).status == 200
+        # as another server's logout would: straight in the database
+        await srv.node.store.db.execute("UPDATE auth_tokens SET revoked_at = now() WHERE user_id = $1", u.id)
+        deadline = asyncio.get_running_loop().time() + 0.5 + 0.3
+        while (await client.call("GET", "/me", u.token)).status == 200:
+            assert asyncio.get_running_loop().time() < deadline, "still accepted after auth_cache_seconds"
+            await asyncio.sleep(0.05)
+        assert (await client.call("GET", "/me", u.token)).status == 401

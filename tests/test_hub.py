@@ -54,7 +54,7 @@ async def live(hub: Hub, cid: int, last_seq: int, name: str = "u", covered: dict
     conn = Connection(User(abs(hash(name)) % 1000 + 10, name, name), wire, 100)
     conn.start()
     await hub.subscribe(conn, cid)
-    hub.join(conn, cid)
+    await hub.join(conn, cid)
     hub.go_live(conn, cid, last_seq, frames or ["subscribed"], covered or {})
     return conn, wire
 
@@ -121,7 +121,7 @@ async def test_events_during_replay_are_buffered_and_deduplicated() -> None:
     await hub.subscribe(conn, 1)  # replay query "running"
     hub.publish(1, msg(2))  # stored and published during the replay: the replay saw it too
     hub.publish(1, msg(3))  # committed after the replay's snapshot
-    hub.join(conn, 1)
+    await hub.join(conn, 1)
     hub.go_live(conn, 1, 2, ["m1", "m2", "subscribed"], {})
     await drain()
     assert wire.frames == ["m1", "m2", "subscribed", "m3"]
@@ -138,7 +138,7 @@ async def test_a_late_subscriber_gets_only_the_reply_frames_its_snapshot_did_not
     conn.start()
     await hub.subscribe(conn, 1)
     hub.publish(1, Event("d1", after=1, reply_id="r", step=2))  # during its replay: inside the snapshot
-    hub.join(conn, 1)
+    await hub.join(conn, 1)
     # The snapshot (taken now) covers the reply's first three frames; d2 comes after it.
     hub.go_live(conn, 1, 1, ["subscribed"], {"r": 3})
     hub.publish(1, Event("d1-late", after=1, reply_id="r", step=2))  # a broker delivering late
@@ -168,7 +168,7 @@ async def test_overflowing_connection_is_closed_1013_and_others_unaffected() -> 
     slow_wire = Wire()
     slow = Connection(User(1, "slow", "slow"), slow_wire, 3)  # never started: every frame queues
     await hub.subscribe(slow, 1)
-    hub.join(slow, 1)
+    await hub.join(slow, 1)
     hub.go_live(slow, 1, 0, ["subscribed"], {})
     _, fast = await live(hub, 1, 0, "fast")
     for seq in range(1, 11):
@@ -193,7 +193,7 @@ async def test_a_subscription_dropped_before_it_went_live_leaves_presence_as_it_
     conn = Connection(User(77, "brief", "brief"), Wire(), 100)
     conn.start()
     await hub.subscribe(conn, 1)
-    hub.join(conn, 1)  # counted, then removed before go_live (e.g. taken out of the room)
+    await hub.join(conn, 1)  # counted, then removed before go_live (e.g. taken out of the room)
     hub.unsubscribe(conn, 1)
     await drain()
     assert [u.username for u in hub.presence.present(1)] == ["watcher"]

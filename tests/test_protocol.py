@@ -159,3 +159,9 @@ def test_room_frames_have_the_contract_shapes() -> None:
                                   "seq": 4, "tier": "system"}]}
     conv = Conversation(2, "t", "solo", True, None, 1, (Participant(1, "alice", "Alice", "owner"),), NOW, NOW, 4)
     assert protocol.conversation_updated(conv) == {"type": "conversation.updated", "conversation": conv.wire()}
+
+
+def test_budget_warnings_name_the_period_as_daily_or_monthly() -> None:
+    for period, word in (("day", "daily"), ("month", "monthly")):
+        frame = protocol.budget_warning({"period": period, "limit_usd": 10.0, "spent_usd": 8.0}, 3)
+        assert frame["message"] == f"80% of the {word} AI budget of $10.00 is spent"

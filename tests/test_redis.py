@@ -1,41 +1,25 @@
 """Two servers sharing one PostgreSQL and one Redis, and what they do while Redis is down.
 
 The fan-out test runs when Redis answers at TEST_REDIS_URL (default
-redis://127.0.0.1:6379/15); the outage test starts a redis-server of its own. Each is
-skipped, saying so, on a machine without Redis.
+redis://127.0.0.1:6379/15); the others start a redis-server of their own (conftest's
+`private_redis`). Each is skipped, saying so, on a machine without Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Client, free_port, running_server
+from tests.conftest import Client, PrivateRedis, redis_up, running_server
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-async def redis_up(url: str = REDIS_URL) -> bool:
-    import redis.asyncio as redis
-
-    client = redis.from_url(url, socket_connect_timeout=0.5)
-    try:
-        return bool(await client.ping())
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
-
-
 async def test_fan_out_crosses_servers_in_seq_order(database_url: str, http: Any) -> None:
-    if not await redis_up():
+    if not await redis_up(REDIS_URL):
         pytest.skip(f"no Redis at {REDIS_URL}")
     async with running_server(database_url, redis_url=REDIS_URL, node_id="node-a") as a, \
             running_server(database_url, redis_url=REDIS_URL, node_id="node-b") as b:
@@ -66,44 +50,6 @@ async def test_fan_out_crosses_servers_in_seq_order(database_url: str, http: Any
         assert (await on_a.until("typing"))["user"]["id"] == bob.id
         await on_a.close()
         await on_b.close()
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, to stop and start again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if await redis_up(self.url):
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("SKIPPED LOUDLY: redis-server is not on the PATH (apt-get install redis-server)")
-    server = PrivateRedis(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_while_redis_is_down_each_server_serves_its_own_and_all_catch_up_when_it_is_back(

@@ -130,7 +130,8 @@ def test_kill_9_mid_burst_and_mid_reply_loses_nothing_acknowledged_and_the_reply
 
 async def _kill_mid_burst(data: Path, cwd: Path) -> None:
     env = {"CHAT_ECHO_DELAY": "0.05", "CHAT_REPLY_CHECKPOINT_INTERVAL": "0.3",
-           "CHAT_WS_RATE_PER_SECOND": "100000", "CHAT_WS_RATE_BURST": "100000"}
+           "CHAT_WS_RATE_PER_SECOND": "100000", "CHAT_WS_RATE_BURST": "100000",
+           "CHAT_SEND_RATE_PER_SECOND": "100000", "CHAT_SEND_RATE_BURST": "100000"}
     first = Proc(data, cwd, env)
     first.wait_for("Chat open at")
     base = f"http://127.0.0.1:{first.port}"

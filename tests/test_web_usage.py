@@ -288,3 +288,21 @@ async def test_a_reply_refused_with_budget_exceeded_shows_the_limit_and_when_it_
     mine = pane.locator(".budget[data-scope=user][data-state=over]")
     await mine.wait_for()
     assert await mine.locator(".remaining").inner_text() == "$0 left"
+
+
+async def test_my_usage_counts_completions_from_openai_clients_and_says_how_much_came_through_the_api(
+        web: Rig) -> None:
+    alice = await web.person("alice", "Alice")
+    web.openai.usage = (10_000, 5_000)  # $0.01 + $0.01
+    r = await alice.user.call("POST", "/v1/chat/completions", {"model": "openai:gpt-4o",
+                                                               "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status == 200, r.body
+    await web.srv.node.completions.ended()
+    conv = await alice.user.conversation(title="Notes")
+    await alice.open(conv["id"])
+    pane = await open_usage(alice)
+    await pane.locator(".scopes button[data-scope=me]").click()
+    await pane.locator("table.by-model tbody tr[data-model='openai:gpt-4o']").wait_for()
+    assert float(await pane.locator(".total-cost .value").get_attribute("data-usd")) == pytest.approx(0.02)
+    note = await pane.locator(".totals .notes").inner_text()
+    assert "1 was asked through the OpenAI-compatible API ($0.02)" in note, note

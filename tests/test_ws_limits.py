@@ -1,5 +1,5 @@
-"""Socket limits over real sockets: slow readers cut with 1013, per-user and per-socket caps,
-allowed origins, and 1001 on shutdown."""
+"""Socket limits over real sockets: slow readers cut with 1013, per-user and per-socket caps, the
+per-user send budget, allowed origins, and 1001 on shutdown."""
 
 from __future__ import annotations
 
@@ -124,6 +124,25 @@ async def test_connections_per_user_are_capped(database_url: str, http) -> None:
         again = await u.ws()  # a slot freed up
         await again.close()
         await b.close()
+
+
+async def test_a_users_sends_share_one_budget_over_all_their_sockets_and_rest(database_url: str, http) -> None:
+    async with running_server(database_url, send_rate_per_second=0.05, send_rate_burst=6) as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        u, other = await c.user(), await c.user()
+        cid = (await u.conversation(with_ai=False))["id"]
+        socks = [await u.ws() for _ in range(3)]
+        answers = []
+        for i in range(9):
+            sock = socks[i % 3]
+            await sock.send({"type": "message.send", "conversation_id": cid, "content": f"m{i}", "ref": i})
+            answers.append((await sock.recv())["type"])
+        assert answers == ["message.ack"] * 6 + ["error"] * 3
+        assert (await u.send(cid, "by rest")).status == 429
+        other_cid = (await other.conversation(with_ai=False))["id"]
+        assert (await other.send(other_cid, "another user's budget")).status == 201
+        for sock in socks:
+            await sock.close()
 
 
 async def test_subscriptions_per_socket_are_capped(database_url: str, http) -> None:

@@ -5,6 +5,9 @@ Time to first delta = request start -> first token seen (monotonic, this process
 latency = arrival (wall clock) - the fake's stamp in the token. Prints one JSON line.
 
 usage: python bench/baselines/direct_ai.py --url http://127.0.0.1:P/v1 --streams 1000 --turns 1 --tokens 50
+
+With --token and --model it is also the client of our OpenAI-compatible endpoint (O1, O2):
+the same requests, sent to the chat server's /v1 instead of the fake provider.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ def summary(values: list[float]) -> dict[str, float | int | None]:
 
 
 async def turn(session: aiohttp.ClientSession, url: str, tokens: int, ttfd: list[float],
-               latency: list[float]) -> bool:
-    body = {"model": "fake", "stream": True, "stream_options": {"include_usage": True},
+               latency: list[float], model: str = "fake", headers: dict[str, str] | None = None) -> bool:
+    body = {"model": model, "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "hello"}]}
     start = time.perf_counter()
     first = True
     nxt = 0
     tail = b""
     async with session.post(url + "/chat/completions", data=orjson.dumps(body),
-                            headers={"Content-Type": "application/json"}) as resp:
+                            headers={"Content-Type": "application/json", **(headers or {})}) as resp:
+        if resp.status != 200:
+            return False
         async for data in resp.content.iter_any():
             now_us = time.time() * 1e6
             data = tail + data
@@ -61,11 +66,12 @@ async def main(args: argparse.Namespace) -> None:
     ttfd: list[float] = []
     latency: list[float] = []
     ok = 0
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
 
     async def stream(session: aiohttp.ClientSession) -> None:
         nonlocal ok
         for _ in range(args.turns):
-            done = await turn(session, args.url, args.tokens, ttfd, latency)
+            done = await turn(session, args.url, args.tokens, ttfd, latency, args.model, headers)
             ok += done  # read ok only after the await: other streams update it meanwhile
 
     connector = aiohttp.TCPConnector(limit=0)
@@ -90,6 +96,8 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=1, help="sequential turns per stream")
     parser.add_argument("--tokens", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--model", default="fake", help="the model to ask for")
+    parser.add_argument("--token", help="a bearer token (for the chat server's /v1)")
     args = parser.parse_args()
     import uvloop
 

@@ -58,7 +58,7 @@ export class UsageView {
     if (!u.data) {
       body.push(h("p.muted.pad.loading", u.loading ? "Loading usage…" : ""));
     } else {
-      body.push(this.totals(u.data.total, u.days));
+      body.push(this.totals(u.data.total, u.days, u.data.by_source));
       body.push(h("section.card.chart-card",
         h("div.card-head", h("h3", "By model, per day"),
           h("div.segmented.metric", { role: "group", "aria-label": "Chart shows" },
@@ -159,9 +159,12 @@ export class UsageView {
 
   // -- totals and tables --------------------------------------------------------------------
 
-  totals(t, days) {
+  totals(t, days, bySource = []) {
     const tokens = t.prompt_tokens + t.completion_tokens;
     const notes = [];
+    // Completions asked through /v1 (OpenAI clients) count here too: say how much of it they are.
+    const api = bySource.find((b) => b.source === "api");
+    if (api) notes.push(`${api.turns} ${api.turns === 1 ? "was" : "were"} asked through the OpenAI-compatible API (${usd(api.cost_usd)})`);
     if (t.estimated) notes.push("some token counts are estimated");
     if (t.unpriced_turns) notes.push(`${t.unpriced_turns} ${t.unpriced_turns === 1 ? "reply" : "replies"} with no known price`);
     return h("section.totals",
@@ -170,7 +173,7 @@ export class UsageView {
       h("div.stat.total-tokens", h("span.label", "Tokens"),
         h("strong.value", { dataset: { tokens: tokens } }, count(tokens)),
         h("span.muted.small", `${count(t.prompt_tokens)} in · ${count(t.completion_tokens)} out`)),
-      h("div.stat.total-turns", h("span.label", "AI replies"),
+      h("div.stat.total-turns", h("span.label", api ? "AI replies and completions" : "AI replies"),
         h("strong.value", { dataset: { turns: t.turns } }, String(t.turns))),
       notes.length ? h("p.muted.small.notes", `Note: ${notes.join("; ")}.`) : null);
   }
