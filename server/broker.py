@@ -19,6 +19,7 @@ log = logging.getLogger("chat.broker")
 Deliver = Callable[[int, Event], None]
 # (topic, payload) -> an answer, or None when this process has nothing to say (another may)
 Answer = Callable[[str, dict[str, Any]], Awaitable["dict[str, Any] | None"]]
+_PIPELINE = 512  # events per pipeline at most
 _STAMP = struct.Struct("!d")  # the publish time (wall clock, seconds) after the origin on the Redis wire
 
 
@@ -152,14 +153,27 @@ class RedisBroker:
         self._down = True
 
     async def _publisher(self) -> None:
+        # What queued up during a round trip goes out in one pipeline (in order, one connection):
+        # a streaming reply publishes a frame per coalescing window, and one PUBLISH awaited at a
+        # time caps a process at one frame per round trip.
+        outbox, prefix = self._outbox, self._prefix
         while True:
-            cid, data = await self._outbox.get()
+            batch = [await outbox.get()]
+            while len(batch) < _PIPELINE and not outbox.empty():
+                batch.append(outbox.get_nowait())
             try:
-                await self._redis.publish(f"{self._prefix}{cid}", data)
+                if len(batch) == 1:
+                    await self._redis.publish(f"{prefix}{batch[0][0]}", batch[0][1])
+                else:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for cid, data in batch:
+                        pipe.publish(f"{prefix}{cid}", data)
+                    await pipe.execute()
             except Exception as e:
                 self._went_down(e)
             finally:
-                self._outbox.task_done()
+                for _ in batch:
+                    outbox.task_done()
 
     async def _reader(self) -> None:
         plen = len(self._prefix)

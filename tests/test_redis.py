@@ -159,3 +159,27 @@ async def test_a_late_subscriber_on_another_process_gets_the_text_so_far_and_the
         assert final.endswith(words)
         for sock in (on_a, late):
             await sock.close()
+
+
+async def test_a_burst_published_faster_than_redis_answers_arrives_whole_and_in_order(
+        private_redis: PrivateRedis) -> None:
+    from server.broker import RedisBroker
+    from server.events import Event
+
+    got: list[tuple[int, int | None]] = []
+    sender, receiver = RedisBroker(private_redis.url), RedisBroker(private_redis.url)
+    await sender.start(lambda cid, ev: None)
+    await receiver.start(lambda cid, ev: got.append((cid, ev.seq)))
+    try:
+        await receiver.subscribe(7)
+        await receiver.subscribe(8)
+        for seq in range(1, 2001):  # no await between them: they queue up behind the first round trip
+            sender.publish(7 if seq % 3 else 8, Event(f"frame {seq}", seq=seq))
+        async with asyncio.timeout(20):
+            while len(got) < 2000:
+                await asyncio.sleep(0.02)
+        assert [seq for cid, seq in got if cid == 7] == [s for s in range(1, 2001) if s % 3]
+        assert [seq for cid, seq in got if cid == 8] == [s for s in range(1, 2001) if not s % 3]
+    finally:
+        await sender.close()
+        await receiver.close()
