@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 _EOL = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEEvent(NamedTuple):
@@ -62,8 +63,15 @@ class SSEParser:
         self._skip_lf = False
         buf, pos = self._buf, self._pos
         buf = (buf[pos:] + chunk if pos else buf + chunk) if buf else chunk
+        if not self._started:  # a BOM is dropped only at the very start of the stream
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf, self._pos = buf, 0  # maybe the start of one: wait for more
+                return iter(())
+            self._started = True
+            if buf.startswith(_BOM):
+                buf = buf[3:]
         self._buf, self._pos = buf, 0
-        if self._started and not self._has_data and not self._event and b"\r" not in buf:
+        if not self._has_data and not self._event and b"\r" not in buf:
             return self._blocks(buf)
         return self._lines(buf)
 
@@ -101,10 +109,6 @@ class SSEParser:
 
     def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
         line = raw.decode("utf-8", "replace")
-        if not self._started:
-            self._started = True
-            if line.startswith("\ufeff"):
-                line = line[1:]
         if not line:
             self._dispatch(events)
             return
