@@ -17,7 +17,7 @@ from providers.registry import Backend
 
 from . import logs, protocol
 from .accounting import Clock
-from .budgets import BudgetExceeded, Budgets
+from .budgets import Budgets
 from .coalescing import Coalescer, Window
 from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
@@ -216,7 +216,7 @@ class Turns:
                 try:
                     turn.reserved = await self.budgets.reserve(Holder("message", msg.id), turn.requested_by,
                                                                turn.room.id, turn.model, turn.prompt_chars)
-                except BudgetExceeded as e:
+                except ChatError as e:  # over a budget, or the check itself could not be made
                     outcome = ("error", e.code, e.message, None)
                 else:
                     # a cancel that came while the budget was checked

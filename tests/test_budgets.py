@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from server.settings import ProviderConfig
@@ -119,3 +120,31 @@ async def test_a_conversation_budget_is_the_owners_and_warns_the_owner_once_per_
     assert not [f for f in frames if f["type"] == "budget.warning"]
     for sock in (on_owner, on_member):
         await sock.close()
+
+
+async def test_a_budget_check_the_database_cannot_answer_ends_the_turn_with_unavailable_for_everyone(
+        postgres_url: str, http: Any) -> None:
+    async with running_server(await fresh_database(postgres_url), db_timeout=0.5) as srv:
+        client = Client(http, srv.base_url, srv.ws_url)
+        admin = await client.user("admin")
+        u = await client.user()
+        conv = await u.conversation()
+        assert (await admin.call("PUT", f"/budgets/users/{u.id}", {"period": "day", "limit_usd": 5})).status == 200
+        sock = await u.ws()
+        await sock.subscribe(conv["id"])
+        # Another session holds the budget's row lock: the turn's check waits past the deadline.
+        con = await asyncpg.connect(srv.settings.database_url)
+        try:
+            tx = con.transaction()
+            await tx.start()
+            await con.execute("SELECT * FROM budgets WHERE subject_id = $1 FOR UPDATE", u.id)
+            await u.send(conv["id"], "hello")
+            end = await sock.until("ai.error", timeout=10)
+            await tx.rollback()
+        finally:
+            await con.close()
+        assert end["code"] == "unavailable" and end["message_obj"]["status"] == "error"
+        stored = await sock.until("message", timeout=5)
+        assert stored["message"]["role"] == "assistant" and stored["message"]["status"] == "error"
+        page = (await u.call("GET", f"/conversations/{conv['id']}/messages")).body["messages"]
+        assert [m["status"] for m in page if m["role"] == "assistant"] == ["error"]
