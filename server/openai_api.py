@@ -230,6 +230,7 @@ class OpenAIApi:
         user = await self.user(request)
         req = completion_request(await read_json(request, self.settings.api_max_body_bytes), self.settings)
         node = _node(request)
+        await node.admit_send(user)  # a completion is a send: the same per-user rate, cluster-wide
         c = await node.completions.open(user, req)
         if req.stream:
             return CompletionStream(node, c)

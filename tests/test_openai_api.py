@@ -286,3 +286,17 @@ async def test_a_dead_servers_open_completion_is_interrupted_and_its_budget_hold
     assert await db.fetchval("SELECT status FROM completions WHERE id = $1", cid) == "interrupted"
     budget = (await user.call("GET", "/budget")).body["budget"]
     assert budget["reserved_usd"] == 0 and budget["spent_usd"] == 0
+
+
+async def test_completions_and_messages_share_the_users_send_rate(postgres_url: str, http: Any) -> None:
+    async with running_server(await fresh_database(postgres_url), send_rate_per_second=0.05,
+                              send_rate_burst=3) as srv:
+        client = Client(http, srv.base_url, srv.ws_url)
+        u = await client.user()
+        sdk = openai.AsyncOpenAI(api_key=u.token, base_url=srv.base_url + "/v1", max_retries=0, timeout=10)
+        for _ in range(2):
+            await sdk.chat.completions.create(model="echo:echo", messages=[{"role": "user", "content": "hi"}])
+        assert (await u.send((await u.conversation(with_ai=False))["id"], "one message")).status == 201
+        with pytest.raises(openai.RateLimitError) as err:
+            await sdk.chat.completions.create(model="echo:echo", messages=[{"role": "user", "content": "hi"}])
+        assert err.value.code == "rate_limit_exceeded" and int(err.value.response.headers["retry-after"]) >= 1
