@@ -104,7 +104,12 @@ class BudgetStore:
     async def reserve(self, holder: Holder, user_id: int, conversation_id: int | None,
                       estimate: Decimal) -> Budget | None:
         """Hold `estimate` against every budget the turn counts against, or hold nothing and
-        return the first budget it would exceed (already spent and held, plus this)."""
+        return the first budget it would exceed (already spent and held, plus this). Most turns
+        count against no budget: one plain read says so before any transaction is opened."""
+        if not await self.db.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM budgets WHERE (scope = 'user' AND subject_id = $1)"
+                " OR (scope = 'conversation' AND subject_id = $2))", user_id, conversation_id):
+            return None
         async with self.db.transaction() as con:
             ids = [r["id"] for r in await con.fetch(
                 "SELECT id FROM budgets WHERE (scope = 'user' AND subject_id = $1)"
