@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> FrontDoor:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         registry = Registry(settings.default_model, default_concurrency=settings.provider_concurrency)
         pricing = Pricing({p.id: p.prices for p in settings.providers if p.prices})
+        prices_loaded = asyncio.get_running_loop().run_in_executor(None, pricing.load)  # awaited before serving
         stats = ModelStats(store)
         policies = {name: tuple(Rule(**{**r, "models": tuple(r.get("models", ()))}) for r in rules)
                     for name, rules in settings.routing.items()}
@@ -180,6 +182,7 @@ def create_app(settings: Settings) -> FrontDoor:
                                        delay=settings.presence_refresh_interval))
         for job in background:
             job.start()
+        await prices_loaded
         try:
             yield {"node": node}
         finally:

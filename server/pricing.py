@@ -36,6 +36,12 @@ class Pricing:
             return Decimal(0)
         return self._database(kind, model, prompt_tokens, completion_tokens)
 
+    @staticmethod
+    def load() -> None:
+        """Import genai-prices' tables (~0.25 s of CPU). Run in a thread at startup, so the first
+        priced reply does not stall the event loop, and every socket on it, while they load."""
+        import genai_prices  # noqa: F401
+
     def _database(self, kind: str, model: str, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
         from genai_prices import Usage, calc_price  # its data loads on first use
 

@@ -14,7 +14,8 @@ from providers.base import ChatMessage, ProviderHTTPError, ProviderProtocolError
 from tests.fakes import FakeAnthropic, collect
 
 RECORDINGS = Path(__file__).parent / "recordings"
-FAST = Timeouts(connect=1.0, first_token=0.5, idle=0.5, total=5.0)
+# No test here is about deadlines (tests/test_providers_errors.py is): these only bound a broken fake.
+BOUNDS = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=10.0)
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_empty_messages_are_dropped_and_max_tokens_passed() -> None:
 
 async def test_headers_and_path(http: Any) -> None:
     async with FakeAnthropic() as fake:
-        provider = AnthropicProvider(http, fake.base_url, api_key="sk-ant-x", timeouts=FAST)
+        provider = AnthropicProvider(http, fake.base_url, api_key="sk-ant-x", timeouts=BOUNDS)
         await collect(provider.stream("claude", [ChatMessage("user", "hi")]))
         await provider.list_models()
     chat, models = fake.requests
@@ -75,7 +76,7 @@ async def test_headers_and_path(http: Any) -> None:
 async def test_recorded_stream_with_ping_and_message_delta_usage(http: Any) -> None:
     raw = (RECORDINGS / "anthropic_stream.sse").read_bytes()
     async with FakeAnthropic(raw=raw, raw_chunk=5) as fake:
-        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=FAST)
+        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=BOUNDS)
         deltas, end = await collect(provider.stream("claude", [ChatMessage("user", "Hello")]))
     assert deltas == ["Hello", "!"]
     assert end == StreamEnd(usage=Usage(prompt_tokens=25, completion_tokens=15), finish_reason="end_turn")
@@ -84,7 +85,7 @@ async def test_recorded_stream_with_ping_and_message_delta_usage(http: Any) -> N
 async def test_recorded_overloaded_error_event(http: Any) -> None:
     raw = (RECORDINGS / "anthropic_error_event.sse").read_bytes()
     async with FakeAnthropic(raw=raw) as fake:
-        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=FAST)
+        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=BOUNDS)
         got: list[Any] = []
         with pytest.raises(ProviderProtocolError) as info:
             async for item in provider.stream("claude", [ChatMessage("user", "Hello")]):
@@ -96,7 +97,7 @@ async def test_recorded_overloaded_error_event(http: Any) -> None:
 async def test_recorded_401_body(http: Any) -> None:
     body = (RECORDINGS / "anthropic_error.json").read_bytes()
     async with FakeAnthropic(fail_status=401, fail_body=body) as fake:
-        provider = AnthropicProvider(http, fake.base_url, api_key="bad", timeouts=FAST)
+        provider = AnthropicProvider(http, fake.base_url, api_key="bad", timeouts=BOUNDS)
         with pytest.raises(ProviderHTTPError) as info:
             await collect(provider.stream("claude", [ChatMessage("user", "Hello")]))
     assert info.value.message == "anthropic returned HTTP 401: invalid x-api-key (authentication_error)"
@@ -111,7 +112,7 @@ async def test_cached_input_tokens_count_as_prompt_tokens(http: Any) -> None:
            b'"usage":{"output_tokens":2}}\n\n'
            b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
     async with FakeAnthropic(raw=raw) as fake:
-        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=FAST)
+        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=BOUNDS)
         deltas, end = await collect(provider.stream("claude", [ChatMessage("user", "Hello")]))
     assert deltas == ["ok"]
     assert end == StreamEnd(usage=Usage(123, 2), finish_reason="max_tokens")
@@ -124,6 +125,6 @@ async def test_thinking_deltas_are_not_text(http: Any) -> None:
            b'"delta":{"type":"text_delta","text":"answer"}}\n\n'
            b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
     async with FakeAnthropic(raw=raw) as fake:
-        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=FAST)
+        provider = AnthropicProvider(http, fake.base_url, api_key="k", timeouts=BOUNDS)
         deltas, end = await collect(provider.stream("claude", [ChatMessage("user", "Hello")]))
     assert deltas == ["answer"] and end == StreamEnd(usage=None, finish_reason=None)
