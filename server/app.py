@@ -180,9 +180,9 @@ def create_app(settings: Settings) -> FrontDoor:
 
             background.append(Periodic("shared state", settings.presence_refresh_interval, refresh_shared,
                                        delay=settings.presence_refresh_interval))
+        await prices_loaded
         for job in background:
             job.start()
-        await prices_loaded
         try:
             yield {"node": node}
         finally:

@@ -80,12 +80,12 @@ class Budgets:
         """Hold the turn's estimate; raises BudgetExceeded. True when something was reserved."""
         if not self.applies(user_id, conversation_id):
             return False
-        over = await self.store.budgets.reserve(holder, user_id, conversation_id,
+        held = await self.store.budgets.reserve(holder, user_id, conversation_id,
                                                 self.estimate(model_id, prompt_chars, max_tokens))
-        if over is not None:
-            self.metrics.budget_refusals.labels(over.scope).inc()
-            raise BudgetExceeded(over)
-        return True
+        if isinstance(held, Budget):
+            self.metrics.budget_refusals.labels(held.scope).inc()
+            raise BudgetExceeded(held)
+        return held
 
     async def settle(self, holder: Holder, cost: Decimal | None, conversation_id: int | None, requester: int,
                      owner: int | None) -> None:

@@ -19,7 +19,7 @@ from providers.base import ChatMessage, ProviderError, StreamEnd
 
 from .accounting import Clock, spent
 from .budgets import Budgets
-from .errors import ChatError, RateLimited
+from .errors import ChatError, RateLimited, Unavailable
 from .metrics import Metrics
 from .pricing import Pricing
 from .records import User
@@ -118,7 +118,8 @@ class Completions:
                        choice.tier)
         self._running[user.id] = running + 1
         try:
-            if self.budgets.applies(user.id, None):
+            # A budget needs a row to hold its reservation; most users have none (one read says so).
+            if self.budgets.applies(user.id, None) and await self.store.budgets.any_for(user.id, None):
                 c.row_id = await self.store.completions.open(user.id, c.model, choice.tier, choice.reason,
                                                              self.settings.node_id)
                 try:
@@ -156,6 +157,10 @@ class Completions:
             log.info("completion %s on %s failed mid-stream: %s", c.id, c.model, e)
             self._release_limit(c)
             self._end(c, "error", ProviderFailed(e.message, e.code))
+        except Exception as e:  # not the provider's failure: ours, but it ends the same way
+            log.exception("completion %s on %s failed mid-stream", c.id, c.model)
+            await self._close_stream(c)
+            self._end(c, "error", ProviderFailed(f"the completion failed: {e.__class__.__name__}", "provider_error"))
         finally:
             if c.spent is None:
                 self._spawn(self._close(c, "cancelled"), f"completion-{c.id}")
@@ -281,11 +286,17 @@ class Completions:
             try:
                 await self.store.completions.save_many(batch)
                 wait = 0.5
-            except Exception as e:  # kept and retried: usage must not be lost to an outage
+            except Unavailable as e:  # kept and retried: usage must not be lost to an outage
                 self._unsaved[:0] = batch
                 log.warning("storing %d completions failed (%r); retrying in %.1f s", len(self._unsaved), e, wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 10.0)
+            except Exception:  # a row the database refuses (its user deleted...): one by one, the rest stored
+                for record in batch:
+                    try:
+                        await self.store.completions.save(record)
+                    except Exception as e:
+                        log.error("a completion of user %s could not be stored and is dropped: %r", record.user_id, e)
 
     async def _save_held(self, c: Completion) -> None:
         assert c.spent is not None and c.row_id is not None

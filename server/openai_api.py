@@ -126,7 +126,7 @@ def _messages(value: Any, settings: Settings) -> tuple[ChatMessage, ...]:
     out, total = [], 0
     for i, m in enumerate(value):
         where = f"messages[{i}]"
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or m["role"] not in ROLES:
             raise Invalid(where, f"{where} must be an object with role system, developer, user or assistant")
         content = m.get("content")
         if isinstance(content, list):  # content parts: text only

@@ -101,21 +101,26 @@ class BudgetStore:
             user_id, conversation_id)
         return [_budget(r) for r in rows]
 
+    async def any_for(self, user_id: int, conversation_id: int | None) -> bool:
+        """Whether a turn of this user (in this conversation) counts against any budget."""
+        return await self.db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM budgets WHERE (scope = 'user' AND subject_id = $1)"
+            " OR (scope = 'conversation' AND subject_id = $2))", user_id, conversation_id)
+
     async def reserve(self, holder: Holder, user_id: int, conversation_id: int | None,
-                      estimate: Decimal) -> Budget | None:
+                      estimate: Decimal) -> Budget | bool:
         """Hold `estimate` against every budget the turn counts against, or hold nothing and
-        return the first budget it would exceed (already spent and held, plus this). Most turns
-        count against no budget: one plain read says so before any transaction is opened."""
-        if not await self.db.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM budgets WHERE (scope = 'user' AND subject_id = $1)"
-                " OR (scope = 'conversation' AND subject_id = $2))", user_id, conversation_id):
-            return None
+        return the first budget it would exceed (already spent and held, plus this); True when
+        something is held, False when no budget applies. Most turns count against no budget:
+        one plain read says so before any transaction is opened."""
+        if not await self.any_for(user_id, conversation_id):
+            return False
         async with self.db.transaction() as con:
             ids = [r["id"] for r in await con.fetch(
                 "SELECT id FROM budgets WHERE (scope = 'user' AND subject_id = $1)"
                 " OR (scope = 'conversation' AND subject_id = $2) ORDER BY id FOR UPDATE", user_id, conversation_id)]
             if not ids:
-                return None
+                return False
             rows = await con.fetch(f"SELECT {_BUDGET_COLS} FROM budgets b WHERE b.id = any($1::bigint[])"
                                    " ORDER BY b.scope DESC", ids)
             budgets = [_budget(r) for r in rows]
@@ -127,7 +132,7 @@ class BudgetStore:
                 f"INSERT INTO budget_reservations ({holder.column}, budget_id, period_start, amount_usd)"
                 " SELECT $1, b.id, date_trunc(b.period, now() AT TIME ZONE 'UTC')::date, $3"
                 " FROM budgets b WHERE b.id = any($2::bigint[])", holder.id, ids, estimate)
-        return None
+        return True
 
     async def settle(self, holder: Holder, cost: Decimal) -> list[Budget]:
         """A turn ended: its reservations go, its cost is spent. Returns the budgets whose warning

@@ -126,6 +126,7 @@ async def test_an_unknown_model_is_model_not_found_and_no_provider_is_asked(api:
 @pytest.mark.parametrize("body, param", [
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0]"),
+    ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0]"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0]"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages[0]"),
     ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
@@ -279,7 +280,7 @@ async def test_a_dead_servers_open_completion_is_interrupted_and_its_budget_hold
     await db.execute("INSERT INTO server_nodes (node_id, seen_at) VALUES ('dead-node', now() - interval '1 hour')"
                      " ON CONFLICT (node_id) DO UPDATE SET seen_at = now() - interval '1 hour'")
     cid = await node.store.completions.open(user.id, "openai:house", "message", None, "dead-node")
-    assert await node.store.budgets.reserve(Holder("completion", cid), user.id, None, Decimal("1")) is None
+    assert await node.store.budgets.reserve(Holder("completion", cid), user.id, None, Decimal("1")) is True
     assert (await user.call("GET", "/budget")).body["budget"]["reserved_usd"] == 1.0
     await node.turns.replies.heartbeat()  # a survivor's heartbeat ends the dead server's completions
     await node.budgets.sweep()  # and the sweep lets their reservations go
