@@ -47,6 +47,8 @@ class Auth:
         self.cache_seconds = cache_seconds
         self.cache_size = cache_size
         self._cache: dict[bytes, tuple[User, float]] = {}
+        self._logouts = 0  # bumped by every logout: a lookup that saw one begin caches nothing
+        self._revoked: set[bytes] = set()  # being revoked right now
 
     async def register(self, username: str, password: str, display_name: str) -> tuple[str, User]:
         # Hashing costs tens of ms of CPU: keep it off the event loop.
@@ -83,16 +85,24 @@ class Auth:
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
+        logouts = self._logouts
         user = await self.store.user_for_token(key)
-        if user is None:
+        if user is None or key in self._revoked:
             self._cache.pop(key, None)
             raise Unauthorized("unknown, expired or revoked token")
-        if self.cache_seconds > 0:
+        # A logout here while this lookup was in flight: its answer may predate the revocation.
+        if self.cache_seconds > 0 and logouts == self._logouts:
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()  # simple and bounded: the busy tokens come back at once
             self._cache[key] = (user, now + self.cache_seconds)
         return user
 
     async def logout(self, token: str) -> None:
-        self._cache.pop(token_hash(token), None)
-        await self.store.revoke_token(token_hash(token))
+        key = token_hash(token)
+        self._logouts += 1
+        self._cache.pop(key, None)
+        self._revoked.add(key)  # a lookup already in flight must not serve it after this
+        try:
+            await self.store.revoke_token(key)
+        finally:
+            self._revoked.discard(key)
