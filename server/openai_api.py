@@ -7,6 +7,8 @@ A transport like api.py and ws.py: it parses OpenAI's request shape into a typed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -170,19 +172,56 @@ def _routing_headers(c: Completion) -> dict[str, str]:
     return out
 
 
-class CompletionStream(StreamingResponse):
-    """The chunks of one completion; if the client leaves before they start, it is still ended."""
+class CompletionStream:
+    """The chunks of one completion as an ASGI response. It ends when the completion does,
+    when the client leaves (`http.disconnect`), or when the client has taken nothing for
+    `stall` seconds (its socket buffers full): then the provider request is closed at once
+    and its slots are freed, instead of waiting on a reader that does not read."""
 
-    def __init__(self, node: Node, c: Completion) -> None:
-        super().__init__(self._chunks(node, c), media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_routing_headers(c)})
-        self.node, self.completion = node, c
+    def __init__(self, node: Node, c: Completion, stall: float) -> None:
+        self.node, self.completion, self.stall = node, c, stall
+        headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+                   "x-accel-buffering": "no", **_routing_headers(c)}
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self._since = 0.0  # loop time a body send began and has not returned; 0: none pending
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        body = loop.create_task(self._stream(send))
+        gone = loop.create_task(_disconnected(receive))
+        self._watchdog = loop.call_later(self.stall, self._watch, body)
         try:
-            await super().__call__(scope, receive, send)
+            await asyncio.wait((body, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            body.cancel()
+            gone.cancel()
+            await asyncio.gather(body, gone, return_exceptions=True)
             self.node.completions.abandon(self.completion)
+        if not body.cancelled() and body.exception() is not None:
+            raise body.exception()  # type: ignore[misc]
+
+    def _watch(self, body: asyncio.Task[None]) -> None:
+        """One timer per stream (not one per chunk): a send pending for `stall` seconds ends it."""
+        loop = asyncio.get_running_loop()
+        waited = loop.time() - self._since if self._since else 0.0
+        if waited >= self.stall:
+            log.info("completion %s: the client took nothing for %.0f s; ended", self.completion.id, waited)
+            body.cancel()
+            return
+        self._watchdog = loop.call_later(self.stall - waited, self._watch, body)
+
+    async def _stream(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async with contextlib.aclosing(self._chunks(self.node, self.completion)) as chunks:
+            async for chunk in chunks:
+                self._since = loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._since = 0.0
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
     async def _chunks(node: Node, c: Completion) -> AsyncIterator[bytes]:
@@ -194,12 +233,13 @@ class CompletionStream(StreamingResponse):
                 + b',"system_fingerprint":null,"choices":[{"index":0,"delta":{')
         tail = b'},"logprobs":null,"finish_reason":null}]' + usage_field + b"}\n\n"
         first = True
-        async for text in node.completions.deltas(c):
-            if first:
-                first = False
-                yield head + b'"role":"assistant","content":' + orjson.dumps(text) + tail
-            else:
-                yield head + b'"content":' + orjson.dumps(text) + tail
+        async with contextlib.aclosing(node.completions.deltas(c)) as deltas:
+            async for text in deltas:
+                if first:
+                    first = False
+                    yield head + b'"role":"assistant","content":' + orjson.dumps(text) + tail
+                else:
+                    yield head + b'"content":' + orjson.dumps(text) + tail
         if c.status == "error" and c.error is not None:
             yield b"data: " + orjson.dumps(_error_body(c.error)[1]) + b"\n\n"
             return
@@ -211,6 +251,12 @@ class CompletionStream(StreamingResponse):
                                              "model": c.model, "system_fingerprint": None, "choices": [],
                                              "usage": _usage(c)}) + b"\n\n"
         yield end + b"data: [DONE]\n\n"  # the last events in one write
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the request body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _node(request: Request) -> Node:
@@ -226,14 +272,30 @@ class OpenAIApi:
         logs.about(user=user.id)
         return user
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response | CompletionStream:
         user = await self.user(request)
         req = completion_request(await read_json(request, self.settings.api_max_body_bytes), self.settings)
         node = _node(request)
         await node.admit_send(user)  # a completion is a send: the same per-user rate, cluster-wide
+        # Until the response starts, a client that leaves cancels the completion too (waiting
+        # for a provider slot, for the first token, or for a whole non-streamed text).
+        answer = asyncio.ensure_future(self._answer(node, user, req))
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        try:
+            await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not answer.done():  # the client left, or this request is cancelled (shutdown)
+                answer.cancel()
+                await asyncio.gather(answer, return_exceptions=True)
+        if answer.cancelled():
+            return Response(status_code=499)  # nobody reads it: the access log says the client left
+        return answer.result()
+
+    async def _answer(self, node: Node, user: User, req: CompletionRequest) -> Response | CompletionStream:
         c = await node.completions.open(user, req)
         if req.stream:
-            return CompletionStream(node, c)
+            return CompletionStream(node, c, self.settings.api_stall_timeout)
         text = await node.completions.text(c)
         if c.status == "error" and c.error is not None:
             raise c.error

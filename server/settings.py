@@ -107,6 +107,7 @@ class Settings:
     api_max_messages: int = 1000
     api_max_prompt_chars: int = 1_000_000
     api_max_concurrent_per_user: int = 32
+    api_stall_timeout: float = 10.0  # a /v1 stream whose client takes nothing for this long is ended
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -158,6 +159,7 @@ ENV: dict[str, tuple[str, type]] = {
     "api_max_messages": ("CHAT_API_MAX_MESSAGES", int),
     "api_max_prompt_chars": ("CHAT_API_MAX_PROMPT_CHARS", int),
     "api_max_concurrent_per_user": ("CHAT_API_MAX_CONCURRENT_PER_USER", int),
+    "api_stall_timeout": ("CHAT_API_STALL_TIMEOUT", float),
     "reply_checkpoint_interval": ("CHAT_REPLY_CHECKPOINT_INTERVAL", float),
     "budget_refresh_interval": ("CHAT_BUDGET_REFRESH_INTERVAL", float),
     "heartbeat_interval": ("CHAT_HEARTBEAT_INTERVAL", float),

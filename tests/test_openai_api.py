@@ -5,11 +5,13 @@ OpenAI's shapes for responses, chunks and errors."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from server.settings import ProviderConfig
@@ -301,3 +303,42 @@ async def test_completions_and_messages_share_the_users_send_rate(postgres_url: 
         with pytest.raises(openai.RateLimitError) as err:
             await sdk.chat.completions.create(model="echo:echo", messages=[{"role": "user", "content": "hi"}])
         assert err.value.code == "rate_limit_exceeded" and int(err.value.response.headers["retry-after"]) >= 1
+
+
+async def test_a_client_leaving_a_non_streamed_completion_closes_the_upstream_request(api: Rig) -> None:
+    _, user = await api.sdk()
+    api.house.tokens, api.house.delay = [f"t{i} " for i in range(100)], 0.02
+    before = api.house.disconnects
+    body = {"model": "openai:house", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(asyncio.TimeoutError):
+        async with asyncio.timeout(0.3):
+            await user.call("POST", "/v1/chat/completions", body)
+    assert await api.house.wait_disconnects(before + 1, timeout=5) == before + 1
+    await api.settled()
+    status = await api.srv.node.store.db.fetchval(
+        "SELECT status FROM completions WHERE user_id = $1 ORDER BY id DESC LIMIT 1", user.id)
+    assert status == "cancelled"
+
+
+async def test_a_streaming_client_that_reads_nothing_is_cut_and_frees_its_provider_slot(
+        postgres_url: str, http: Any) -> None:
+    async with FakeOpenAI(models=["one"], tokens=["x" * 65536] * 400) as fake:
+        cfg = ProviderConfig("solo", "openai", "Solo", base_url=fake.base_url, models=("one",), concurrency=1)
+        async with running_server(await fresh_database(postgres_url), providers=(cfg,), default_model="solo:one",
+                                  api_stall_timeout=0.5) as srv:
+            u = await Client(http, srv.base_url, srv.ws_url).user()
+            body = orjson.dumps({"model": "solo:one", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.settings.port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         + f"Authorization: Bearer {u.token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()  # and never read
+            assert await fake.wait_disconnects(1, timeout=10) == 1  # cut: the upstream request is closed
+            fake.tokens = ["free"]
+            sdk = openai.AsyncOpenAI(api_key=u.token, base_url=srv.base_url + "/v1", max_retries=0, timeout=5)
+            done = await sdk.chat.completions.create(model="solo:one", messages=[{"role": "user", "content": "hi"}])
+            assert done.choices[0].message.content == "free"  # the only provider slot is free again
+            writer.close()
