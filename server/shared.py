@@ -31,7 +31,12 @@ class Shared:
         return self.prefix + ":".join(str(p) for p in parts)
 
     def failed(self, what: str, e: BaseException) -> None:
-        """A Redis call failed: from now on (until `ok`) callers use this process's own view."""
+        """A Redis call failed: from now on (until `ok`) callers use this process's own view.
+        A call that was only slow (its caller's own deadline) falls back alone: switching every
+        shared feature to per-process views would announce presence news Redis would not."""
+        if isinstance(e, TimeoutError):
+            log.info("redis slow for %s: this call used this process's view", what)
+            return
         if not self.down:
             log.error("redis unavailable for %s (%r): presence, connection caps and rate limits are per process"
                       " until it is back", what, e)

@@ -247,3 +247,15 @@ async def test_a_process_shutting_down_makes_its_users_leave_at_once_not_after_t
         back = await ca.ws(leaving.token)  # B's socket no longer counts against the cap of 1
         await back.close()
         await watching.close()
+
+
+def test_a_slow_redis_call_falls_back_alone_and_only_a_lost_connection_makes_every_feature_local() -> None:
+    from server.shared import Shared
+
+    shared = Shared(redis=None)
+    shared.failed("the send rate limit", TimeoutError())
+    assert not shared.down  # presence, caps and limits keep asking Redis
+    shared.failed("presence", ConnectionError("connection refused"))
+    assert shared.down
+    shared.ok()
+    assert not shared.down
