@@ -196,6 +196,7 @@ CREATE TABLE IF NOT EXISTS completions (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS completions_by_user ON completions (user_id, created_at);
+CREATE INDEX IF NOT EXISTS completions_by_time ON completions (created_at);
 CREATE INDEX IF NOT EXISTS completions_by_model ON completions (model_used, created_at DESC);
 CREATE INDEX IF NOT EXISTS completions_streaming ON completions (owner_node) WHERE status = 'streaming';
 ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS completion_id bigint

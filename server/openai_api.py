@@ -104,6 +104,8 @@ def completion_request(body: dict[str, Any], settings: Settings) -> CompletionRe
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Invalid("stream", "stream must be true or false")
+    if body.get("stream_options") is not None and not stream:
+        raise Invalid("stream_options", "stream_options is only allowed when stream is true")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
         raise Invalid("stream_options", "stream_options must be an object with a boolean include_usage")

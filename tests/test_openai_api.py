@@ -136,6 +136,7 @@ async def test_an_unknown_model_is_model_not_found_and_no_provider_is_asked(api:
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
     ({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, "stream"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stream_options": {"include_usage": True}}, "stream_options"),
 ])
 async def test_bad_requests_get_openais_400_naming_the_parameter(api: Rig, body: dict[str, Any], param: str) -> None:
     user = await api.client.user()
