@@ -8,7 +8,7 @@ up, and widens up to `coalesce_ms x coalesce_growth` when it does not: a busy se
 fewer, larger frames, which is what lets it catch up. Two signals, from one timer probe
 every 50 ms while replies stream: the loop's lag (how late the probe runs; the window
 follows twice that), and how busy the process is (CPU time over wall time in the probe's
-interval: from 60% busy the window widens in proportion, reaching the cap at 90%). The
+interval, the event loop's thread only: from 60% busy the window widens in proportion, reaching the cap at 90%). The
 lag alone misses a server that is behind: a backlog waits in the sockets' kernel buffers,
 not in the loop's ready queue, and every loop pass can stay short. Text is only ever
 appended: never reordered, never dropped.
@@ -48,7 +48,7 @@ class Window:
         self._active += 1
         if self._timer is None and self.cap > self.base:
             loop = asyncio.get_running_loop()
-            self._at, self._cpu = loop.time(), time.process_time()
+            self._at, self._cpu = loop.time(), time.thread_time()
             self._due = self._at + PROBE
             self._timer = loop.call_at(self._due, self._probe)
 
@@ -62,7 +62,7 @@ class Window:
 
     def _probe(self) -> None:
         loop = asyncio.get_running_loop()
-        now, cpu = loop.time(), time.process_time()
+        now, cpu = loop.time(), time.thread_time()
         self.observe(now - self._due, (cpu - self._cpu) / (now - self._at) if now > self._at else 0.0)
         self._at, self._cpu = now, cpu
         self._due = now + PROBE
