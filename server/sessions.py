@@ -114,7 +114,11 @@ class Sessions:
                 s.failed("connection caps", e)
                 return
             s.ok()
-        self._counted = {uid: n for uid in users if (n := self._local(uid))}
+        for uid in users:  # only these: a user whose first socket opened meanwhile stays counted
+            if n := self._local(uid):
+                self._counted[uid] = n
+            else:
+                self._counted.pop(uid, None)
 
     async def close(self) -> None:
         """Shutdown: this process's sockets stop counting now, so their users may reconnect
