@@ -79,8 +79,7 @@ class Completion:
     clock: Clock = field(default_factory=Clock)
     row_id: int | None = None  # its row, opened early when a budget holds it
     reserved: bool = False
-    spent: CompletionRecord | None = None  # once accounted
-    counted: bool = True  # it counts against its user's concurrent completions
+    spent: CompletionRecord | None = None  # once accounted (then it no longer counts against the cap)
     _stream: AsyncGenerator[str | StreamEnd, None] | None = None
     _limit: asyncio.Semaphore | None = None
 
@@ -247,10 +246,15 @@ class Completions:
             self._end(c, status, None)
 
     def _end(self, c: Completion, status: str, error: ChatError | None) -> None:
-        """Account the completion (in the background: the response is not held for it)."""
+        """Account the completion, once (`_close` and `open` check `c.spent`); its row is
+        stored in the background: the response is not held for it."""
         loop = asyncio.get_running_loop()
         c.clock.ended = c.clock.ended or loop.time()
-        self._release(c)
+        left = self._running.get(c.user.id, 1) - 1  # it no longer counts against its user's cap
+        if left > 0:
+            self._running[c.user.id] = left
+        else:
+            self._running.pop(c.user.id, None)
         c.status, c.error = status, error
         asked = bool(c.clock.asked)
         used = spent(self.router, self.pricing, c.model, c.end, c.prompt_chars, c.chars) if asked else None
@@ -275,9 +279,7 @@ class Completions:
             del self._unsaved[0]
             log.error("completion accounting dropped: %d are waiting for the database", MAX_UNSAVED)
         if self._saver is None or self._saver.done():
-            self._saver = asyncio.get_running_loop().create_task(self._save_batches(), name="completions-saver")
-            self._accounting.add(self._saver)
-            self._saver.add_done_callback(self._accounting.discard)
+            self._saver = self._spawn(self._save_batches(), "completions-saver")
 
     async def _save_batches(self) -> None:
         wait = 0.5
@@ -305,28 +307,22 @@ class Completions:
             try:
                 await self.store.completions.save(c.spent, c.row_id)
                 break
-            except Exception as e:  # retried: its row and budget hold stay open until stored
+            except Unavailable as e:  # retried: its row and budget hold stay open until stored
                 log.warning("completion %s could not be stored (%r); retrying in %.1f s", c.id, e, wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 10.0)
+            except Exception as e:  # refused for good: the heartbeat sweep ends its row, the budget sweep its hold
+                log.error("completion %s could not be stored and is dropped: %r", c.id, e)
+                return
         if c.reserved:
             try:
                 await self.budgets.settle(Holder("completion", c.row_id), c.spent.cost_usd, None, c.user.id, None)
             except Exception as e:  # the budget sweep settles holds of ended rows
                 log.warning("completion %s: settling its budget failed: %r", c.id, e)
 
-    def _release(self, c: Completion) -> None:
-        """It no longer counts against its user's concurrent completions (once)."""
-        if not c.counted:
-            return
-        c.counted = False
-        left = self._running.get(c.user.id, 1) - 1
-        if left > 0:
-            self._running[c.user.id] = left
-        else:
-            self._running.pop(c.user.id, None)
-
-    def _spawn(self, job: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, job: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A background task of the accounting, which `ended()` and `close()` wait for."""
         task = asyncio.get_running_loop().create_task(job, name=name)
         self._accounting.add(task)
         task.add_done_callback(self._accounting.discard)
+        return task

@@ -165,13 +165,11 @@ def _usage(c: Completion) -> dict[str, int] | None:
 
 
 def _routing_headers(c: Completion) -> dict[str, str]:
-    """How the model was chosen: the chain's tier, `auto`'s reason, the model that failed first."""
-    out = {"x-chat-model": c.model, "x-chat-tier": c.tier}
-    if c.choice.reason:
-        out["x-chat-route-reason"] = c.choice.reason.encode("ascii", "backslashreplace").decode()
-    if c.fallback_from:
-        out["x-chat-fallback-from"] = c.fallback_from
-    return out
+    """How the model was chosen: the chain's tier, `auto`'s reason, the model that failed first
+    (ASCII: header values are latin-1, and model names and reasons come from configuration)."""
+    out = {"x-chat-model": c.model, "x-chat-tier": c.tier, "x-chat-route-reason": c.choice.reason or "",
+           "x-chat-fallback-from": c.fallback_from or ""}
+    return {k: v.encode("ascii", "backslashreplace").decode() for k, v in out.items() if v}
 
 
 class CompletionStream:
@@ -242,7 +240,7 @@ class CompletionStream:
                     yield head + b'"role":"assistant","content":' + orjson.dumps(text) + tail
                 else:
                     yield head + b'"content":' + orjson.dumps(text) + tail
-        if c.status == "error" and c.error is not None:
+        if c.error is not None:
             yield b"data: " + orjson.dumps(_error_body(c.error)[1]) + b"\n\n"
             return
         end = head + b'"role":"assistant","content":""' + tail if first else b""  # no text at all: say whose
@@ -299,7 +297,7 @@ class OpenAIApi:
         if req.stream:
             return CompletionStream(node, c, self.settings.api_stall_timeout)
         text = await node.completions.text(c)
-        if c.status == "error" and c.error is not None:
+        if c.error is not None:
             raise c.error
         return Response(orjson.dumps({
             "id": c.id, "object": "chat.completion", "created": c.created, "model": c.model,
