@@ -276,6 +276,11 @@ def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in env.get(key, "").split(",") if m.strip())
 
 
+POSITIVE = ("auth_rate_per_second", "auth_rate_burst", "send_rate_per_second", "send_rate_burst",
+            "ws_rate_per_second", "ws_rate_burst", "ws_typing_per_second", "presence_refresh_interval",
+            "heartbeat_interval", "db_timeout", "api_stall_timeout", "api_max_concurrent_per_user")
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -309,4 +314,7 @@ def load_settings(
     values["aliases"] = _aliases(toml.get("aliases") or {}, config_path)
     values["templates"] = _templates(toml.get("templates") or {}, config_path)
     values["routing"] = _routing(toml.get("routing") or {}, config_path)
+    for name in POSITIVE:  # a rate or a period of 0 would divide by zero or spin, not switch a limit off
+        if name in values and not values[name] > 0:
+            raise ValueError(f"setting {name} must be greater than 0 (got {values[name]!r})")
     return Settings(**values)

@@ -40,3 +40,9 @@ def test_unknown_toml_setting_is_an_error(tmp_path: Path) -> None:
     toml.write_text("[server]\nprot = 1\n")
     with pytest.raises(ValueError, match="prot"):
         load_settings({"config_path": str(toml)}, env={})
+
+
+@pytest.mark.parametrize("var", ["CHAT_SEND_RATE_PER_SECOND", "CHAT_AUTH_RATE_BURST", "CHAT_API_STALL_TIMEOUT"])
+def test_a_rate_or_period_of_zero_is_refused_with_its_name(var: str) -> None:
+    with pytest.raises(ValueError, match="must be greater than 0"):
+        load_settings(env={var: "0"})
