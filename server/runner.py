@@ -153,7 +153,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         # uvicorn drops frames above this outright; below it our own limit answers with an error first
         ws_max_size=max(4 * settings.ws_max_frame_bytes, 1 << 20),
         ws_ping_interval=settings.ws_ping_interval, ws_ping_timeout=settings.ws_idle_timeout,
-        access_log=False, log_config=None, timeout_graceful_shutdown=10, lifespan="on",
+        timeout_keep_alive=settings.http_keep_alive, access_log=False, log_config=None,
+        timeout_graceful_shutdown=10, lifespan="on",
     )
     options.update(overrides)
     return uvicorn.Config(app, **options)

@@ -59,6 +59,9 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     db_timeout: float = 3.0  # every database call answers within this, or `unavailable`
+    # An idle HTTP connection is closed after this. Above a load balancer's idle timeout (AWS ALB: 60 s)
+    # so the balancer never sends a request down a connection this server is closing (a reset, a 502).
+    http_keep_alive: float = 65.0
 
     # WebSocket limits
     ws_max_frame_bytes: int = 64 * 1024
@@ -143,6 +146,7 @@ ENV: dict[str, tuple[str, type]] = {
     "ws_rate_burst": ("CHAT_WS_RATE_BURST", int),
     "ws_max_subscriptions": ("CHAT_WS_MAX_SUBSCRIPTIONS", int),
     "ws_max_connections_per_user": ("CHAT_WS_MAX_CONNECTIONS_PER_USER", int),
+    "http_keep_alive": ("CHAT_HTTP_KEEP_ALIVE", float),
     "ws_ping_interval": ("CHAT_WS_PING_INTERVAL", float),
     "ws_idle_timeout": ("CHAT_WS_IDLE_TIMEOUT", float),
     "ws_close_timeout": ("CHAT_WS_CLOSE_TIMEOUT", float),
@@ -278,7 +282,8 @@ def _env_models(env: Mapping[str, str], key: str) -> tuple[str, ...]:
 
 POSITIVE = ("auth_rate_per_second", "auth_rate_burst", "send_rate_per_second", "send_rate_burst",
             "ws_rate_per_second", "ws_rate_burst", "ws_typing_per_second", "presence_refresh_interval",
-            "heartbeat_interval", "db_timeout", "api_stall_timeout", "api_max_concurrent_per_user")
+            "heartbeat_interval", "db_timeout", "http_keep_alive", "api_stall_timeout",
+            "api_max_concurrent_per_user")
 
 
 def load_settings(

@@ -182,6 +182,28 @@ async def test_rate_limited_frames_are_answered_with_their_ref(database_url: str
         await sock.close()
 
 
+async def test_an_idle_http_connection_is_kept_for_http_keep_alive_then_closed_by_the_server(
+        database_url: str) -> None:
+    """A balancer in front reuses idle connections: the server must not close them sooner than it is told."""
+    async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+        await reader.readexactly(length)
+        return head.split(b"\r\n")[0]
+
+    async with running_server(database_url, http_keep_alive=1.0) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.settings.port)
+        assert await get(reader, writer) == b"HTTP/1.1 200 OK"
+        await asyncio.sleep(0.5)
+        assert await get(reader, writer) == b"HTTP/1.1 200 OK"  # the same connection, still open
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server, idle
+        assert 0.7 < time.monotonic() - started < 3.0
+        writer.close()
+
+
 async def test_node_addresses_are_for_admins_only_and_never_show_a_password(postgres_url: str, http: Any) -> None:
     dead = f"http://bob:hunter2@127.0.0.1:{closed_port()}/v1"
     async with running_server(await fresh_database(postgres_url)) as srv:
