@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from server.settings import ProviderConfig
@@ -129,17 +130,21 @@ async def test_usage_of_a_conversation_with_100000_messages_is_summed_over_a_rep
     u = await rig.client.user()
     conv = await u.conversation(with_ai=False)
     db = rig.srv.node.store.db
-    await db.execute(
-        "WITH c AS (UPDATE conversations SET last_seq = 100000 WHERE id = $1)"
-        " INSERT INTO messages (conversation_id, seq, role, author_id, content, model_used, status,"
-        "                       prompt_tokens, completion_tokens, cost_usd, requested_by)"
-        " SELECT $1, i, CASE WHEN i % 2 = 0 THEN 'assistant' ELSE 'user' END,"
-        "        CASE WHEN i % 2 = 0 THEN NULL ELSE $2::bigint END, 'x',"
-        "        CASE WHEN i % 2 = 0 THEN 'openai:gpt-4o-mini' END, 'complete',"
-        "        CASE WHEN i % 2 = 0 THEN 10 END, CASE WHEN i % 2 = 0 THEN 5 END,"
-        "        CASE WHEN i % 2 = 0 THEN 0.001 END, CASE WHEN i % 2 = 0 THEN $2::bigint END"
-        " FROM generate_series(1, 100000) AS i", conv["id"], u.id)
-    await db.execute("ANALYZE messages")
+    setup = await asyncpg.connect(rig.srv.settings.database_url)  # not under the server's 3 s deadline
+    try:
+        await setup.execute(
+            "WITH c AS (UPDATE conversations SET last_seq = 100000 WHERE id = $1)"
+            " INSERT INTO messages (conversation_id, seq, role, author_id, content, model_used, status,"
+            "                       prompt_tokens, completion_tokens, cost_usd, requested_by)"
+            " SELECT $1, i, CASE WHEN i % 2 = 0 THEN 'assistant' ELSE 'user' END,"
+            "        CASE WHEN i % 2 = 0 THEN NULL ELSE $2::bigint END, 'x',"
+            "        CASE WHEN i % 2 = 0 THEN 'openai:gpt-4o-mini' END, 'complete',"
+            "        CASE WHEN i % 2 = 0 THEN 10 END, CASE WHEN i % 2 = 0 THEN 5 END,"
+            "        CASE WHEN i % 2 = 0 THEN 0.001 END, CASE WHEN i % 2 = 0 THEN $2::bigint END"
+            " FROM generate_series(1, 100000) AS i", conv["id"], u.id)
+        await setup.execute("ANALYZE messages")
+    finally:
+        await setup.close()
     body = (await u.call("GET", f"/conversations/{conv['id']}/usage")).body
     assert body["total"]["turns"] == 50000 and body["total"]["prompt_tokens"] == 500000
     assert body["total"]["cost_usd"] == pytest.approx(50.0)
