@@ -36,6 +36,7 @@ from .node import Node
 from .nodes import Nodes
 from .openai_api import OpenAIApi, openai_error
 from .periodic import Periodic
+from .prefetch import Prefetcher
 from .presence import RedisPresence
 from .pricing import Pricing
 from .ratelimit import Limits
@@ -146,7 +147,8 @@ def create_app(settings: Settings) -> FrontDoor:
                             settings.presence_refresh_interval)
         budgets = Budgets(store, hub, router, pricing, metrics, settings)
         replies = Replies(store, hub, router, pricing, metrics, settings)
-        turns = Turns(store, hub, router, settings, replies, metrics, budgets)
+        turns = Turns(store, hub, router, settings, replies, metrics, budgets,
+                      Prefetcher(router, budgets, metrics, settings))
         nodes = Nodes(store, registry, session, settings)
         completions = Completions(store, router, budgets, pricing, metrics, settings)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds, settings.auth_cache_seconds), hub, router,

@@ -74,6 +74,9 @@ class Metrics:
                                        registry=registry)
         self.budget_refusals = Counter("chat_budget_refusals", "Turns refused over a budget, by scope.", ["scope"],
                                        registry=registry)
+        self.prefetches = Counter("chat_ai_prefetches", "Provider requests sent ahead of a turn's history read "
+                                  "(prefetch.py), by what became of them: used, missed (the prompt or model "
+                                  "differed), unused (the turn ended first).", ["outcome"], registry=registry)
         self._counted: dict[str, tuple[str, Callable[[], float]]] = {}
         registry.register(_Counted(self._counted))
 

@@ -43,6 +43,7 @@ from .inputs import (
 )
 from .metrics import Metrics
 from .nodes import Nodes
+from .prefetch import Prefetch, ai_target
 from .protocol import SendMessage, Subscribe, Typing
 from .ratelimit import Limits
 from .records import (
@@ -54,7 +55,7 @@ from .records import (
     openai_models_wire,
     rfc3339,
 )
-from .routing import Router, address
+from .routing import Router
 from .sessions import Sessions
 from .settings import Settings
 from .stats import ModelStats
@@ -94,6 +95,7 @@ class Node:
         self.router = router
         self.conversations = conversations
         self.turns = turns
+        self.prefetcher = turns.prefetcher
         self.registry = registry
         self.nodes = nodes
         self.stats = stats
@@ -154,6 +156,7 @@ class Node:
         return await self.conversations.create(user, new)
 
     async def update_conversation(self, user: User, cid: int, changes: ConversationChanges) -> Conversation:
+        self.prefetcher.forget(cid)
         return await self.conversations.update(cid, user, changes)
 
     async def add_participants(self, user: User, cid: int, usernames: list[str]) -> Conversation:
@@ -173,6 +176,21 @@ class Node:
         for model in (cmd.model,) if cmd.models is None else cmd.models:
             if model is not None:
                 self.router.check(model)
+        cid = cmd.conversation_id
+        ahead = None  # the AI turn's provider request, sent while the message is stored (prefetch.py)
+        if cmd.models is None and self.turns.idle(cid):
+            ahead = self.prefetcher.guess(user, cid, cmd.content, cmd.model, cmd.ai)
+        sent: Sent | None = None
+        try:
+            sent = await self._store_and_start(user, cmd, ahead)
+            return sent
+        finally:
+            if ahead is not None:
+                self.prefetcher.settled(cid, ahead)
+                if sent is None or sent.turn is None or sent.turn.ahead is not ahead:
+                    await self.prefetcher.drop(ahead)
+
+    async def _store_and_start(self, user: User, cmd: SendMessage, ahead: Prefetch | None) -> Sent:
         started = time.perf_counter()
         msg, room = await self.writer.insert(cmd.conversation_id, user, cmd.content, cmd.client_id)
         self.metrics.store_seconds.observe(time.perf_counter() - started)
@@ -181,17 +199,15 @@ class Node:
             ai = turn.info() if turn else await self._past_reply(msg)
             return Sent(msg, turn, ai, True)
         self.metrics.messages_stored.inc()
+        self.prefetcher.stored(msg, room)
         self.hub.publish(msg.conversation_id, protocol.message_event(msg))
-        if not room.with_ai or cmd.ai is False:
-            return Sent(msg, None, None, False)
-        to = address(cmd.content, self.settings.aliases)
-        if cmd.ai is None and room.ai_answers == "mentions" and not to.addressed:
+        target = ai_target(room, cmd.content, cmd.model, cmd.ai, self.settings.aliases)
+        if target is None:
             return Sent(msg, None, None, False)
         if cmd.models is not None:
             turns = self.turns.start_side_by_side(room, msg, list(cmd.models), user)
             return Sent(msg, turns[0], turns[0].info(), False, turns)
-        model, tier = (cmd.model, "message") if cmd.model is not None else (to.model, "mention")
-        turn = self.turns.start(room, msg, model, user, tier)
+        turn = self.turns.start(room, msg, target[0], user, target[1], ahead)
         return Sent(msg, turn, turn.info(), False)
 
     async def _past_reply(self, msg: Message) -> dict[str, Any] | None:

@@ -88,6 +88,7 @@ class Settings:
     coalesce_growth: float = 4.0  # under load the window widens up to coalesce_ms x this (1: fixed)
     history_messages: int = 40
     history_chars: int = 24_000
+    prefetch_conversations: int = 256  # conversations whose recent lines are kept to send turns ahead (prefetch.py)
     node_check_interval: float = 30.0
     provider_timeout_connect: float = 5.0
     provider_timeout_first_token: float = 60.0
@@ -159,6 +160,7 @@ ENV: dict[str, tuple[str, type]] = {
     "coalesce_growth": ("CHAT_COALESCE_GROWTH", float),
     "provider_concurrency": ("CHAT_PROVIDER_CONCURRENCY", int),
     "ai_max_tokens": ("CHAT_AI_MAX_TOKENS", int),
+    "prefetch_conversations": ("CHAT_PREFETCH_CONVERSATIONS", int),
     "api_max_body_bytes": ("CHAT_API_MAX_BODY_BYTES", int),
     "api_max_messages": ("CHAT_API_MAX_MESSAGES", int),
     "api_max_prompt_chars": ("CHAT_API_MAX_PROMPT_CHARS", int),

@@ -135,9 +135,9 @@ class MessageStore:
         self, conversation_id: int, trigger_id: int, trigger_seq: int, reply_id: str, model: str, tier: str,
         requested_by: int, owner_node: str, history_messages: int, history_chars: int,
         route_reason: str | None = None,
-    ) -> tuple[Message, list[Line], str | None]:
+    ) -> tuple[Message, list[tuple[int, Line]], str | None]:
         """Store an empty `streaming` reply (which fixes its seq) and read the history it answers
-        and the conversation's instructions, in one round trip. The history is the latest `history_messages` messages up to the trigger,
+        (seq, line) and the conversation's instructions, in one round trip. The history is the latest `history_messages` messages up to the trigger,
         oldest first, as far back as their content fits in `history_chars` characters (the newest
         one always, cut to the budget); replies that did not complete are left out."""
         row = await self.db.fetchrow(
@@ -153,7 +153,7 @@ class MessageStore:
             "         AND (role = 'user' OR (status = 'complete' AND content <> ''))"
             "       ORDER BY seq DESC LIMIT $7)"
             f" SELECT r.*, {_NO_NAMES}, (SELECT instructions FROM c) AS instructions,"
-            "  (SELECT coalesce(json_agg(json_build_array(h.role, right(h.content, $8), hu.display_name)"
+            "  (SELECT coalesce(json_agg(json_build_array(h.role, right(h.content, $8), hu.display_name, h.seq)"
             "                            ORDER BY h.seq), '[]')"
             "   FROM h LEFT JOIN users hu ON hu.id = h.author_id"
             "   WHERE h.total <= $8 OR h.total = length(h.content)) AS history"
@@ -163,7 +163,7 @@ class MessageStore:
         )
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found")
-        history = [Line(role, content, author) for role, content, author in orjson.loads(row["history"])]
+        history = [(seq, Line(role, content, author)) for role, content, author, seq in orjson.loads(row["history"])]
         return _message(row), history, row["instructions"]
 
     async def finish_reply(self, final: FinalReply) -> Message:

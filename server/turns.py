@@ -23,7 +23,8 @@ from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
 from .metrics import Metrics
-from .records import Line, Message, Room, User
+from .prefetch import Prefetch, Prefetcher, prompt_for
+from .records import Message, Room, User
 from .replies import Replies
 from .routing import Choice, Router
 from .settings import Settings
@@ -31,11 +32,6 @@ from .store import Store
 from .store_budgets import Holder
 
 log = logging.getLogger("chat.turns")
-
-SYSTEM_PROMPT = (
-    "You are the AI participant of a chat conversation. Answer the latest message helpfully "
-    "and concisely."
-)
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -65,6 +61,7 @@ class Turn:
     checkpointed: float = 0.0  # loop time of the last checkpoint, or of the row's insert
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     listeners: list[Listener] = field(default_factory=list)
+    ahead: Prefetch | None = None  # its provider request, sent while its message was being stored
 
     def info(self) -> dict[str, Any]:
         info = protocol.ai_info(self.reply_id, self.choice.model, self.choice.tier)
@@ -77,7 +74,7 @@ class Turns:
     """Turns of one conversation run one after another in message order; conversations in parallel."""
 
     def __init__(self, store: Store, hub: Hub, router: Router, settings: Settings, replies: Replies,
-                 metrics: Metrics, budgets: Budgets) -> None:
+                 metrics: Metrics, budgets: Budgets, prefetcher: Prefetcher) -> None:
         self.store = store
         self.hub = hub
         self.router = router
@@ -85,6 +82,7 @@ class Turns:
         self.replies = replies
         self.metrics = metrics
         self.budgets = budgets
+        self.prefetcher = prefetcher
         self.received = 0  # provider deltas received (read by the metrics at scrape time)
         self.window = Window(settings.coalesce_ms / 1000.0, settings.coalesce_ms * settings.coalesce_growth / 1000.0)
         self.by_reply: dict[str, Turn] = {}
@@ -95,10 +93,20 @@ class Turns:
 
     # -- starting, finding, cancelling ---------------------------------------
 
-    def start(self, room: Room, trigger: Message, model: str | None, user: User, tier: str = "message") -> Turn:
+    def start(self, room: Room, trigger: Message, model: str | None, user: User, tier: str = "message",
+              ahead: Prefetch | None = None) -> Turn:
         """Queue a reply to `trigger`; returns at once with the chosen model and tier (`tier`
-        names what set a message's own model: its `model` field, or a mention)."""
-        return self.start_side_by_side(room, trigger, [model], user, tier)[0]
+        names what set a message's own model: its `model` field, or a mention). A request sent
+        `ahead` goes with it when it runs next; behind another turn, its history will differ."""
+        idle = self.idle(room.id)
+        turn = self.start_side_by_side(room, trigger, [model], user, tier)[0]
+        if idle:
+            turn.ahead = ahead
+        return turn
+
+    def idle(self, cid: int) -> bool:
+        """No turn of this conversation is running or waiting here."""
+        return cid not in self._workers
 
     def start_side_by_side(self, room: Room, trigger: Message, models: list[str | None], user: User,
                            tier: str = "message") -> list[Turn]:
@@ -187,6 +195,8 @@ class Turns:
                 del self.by_trigger[turn.trigger.id]
             if not turn.done.done():
                 turn.done.cancel()
+            if turn.ahead is not None:
+                await self.prefetcher.drop(turn.ahead)
 
     async def _run(self, turn: Turn) -> None:
         s = self.settings
@@ -203,6 +213,7 @@ class Turns:
                                                None))
             raise
         turn.message = msg
+        self.prefetcher.started(turn.room, turn.trigger, msg, history, instructions)
         turn.checkpointed = asyncio.get_running_loop().time()
         self._emit(turn, protocol.message(msg), seq=msg.seq)
         self._emit(turn, protocol.ai_start(msg, turn.reply_id, turn.model, turn.tier, turn.trigger.id, None,
@@ -211,8 +222,8 @@ class Turns:
             if turn.cancel_by is not None:
                 outcome: Outcome = ("cancelled", None, None, None)
             else:
-                prompt = self._prompt(turn.room, history, instructions)
-                turn.prompt_chars = sum(len(m.content) for m in prompt)
+                sent = prompt_for(turn.room.mode, [line for _, line in history], instructions)
+                turn.prompt_chars = sum(len(m.content) for m in sent)
                 try:
                     turn.reserved = await self.budgets.reserve(Holder("message", msg.id), turn.requested_by,
                                                                turn.room.id, turn.model, turn.prompt_chars)
@@ -221,7 +232,7 @@ class Turns:
                 else:
                     # a cancel that came while the budget was checked
                     outcome = ("cancelled", None, None, None) if turn.cancel_by is not None \
-                        else await self._generate(turn, prompt)
+                        else await self._generate(turn, sent)
         except asyncio.CancelledError:
             # Shutdown: store what we have; the task finishes this before it ends.
             await self._finish(turn, ("interrupted", None, None, None))
@@ -245,7 +256,8 @@ class Turns:
             except ChatError as e:
                 err: ChatError | ProviderError = e
             else:
-                turn.stream_task = asyncio.ensure_future(self._relay(turn, backend, name, prompt))
+                turn.stream_task = asyncio.ensure_future(
+                    self._relay(turn, backend, name, prompt, turn.ahead if i == 0 else None))
                 try:
                     return "complete", None, None, await turn.stream_task
                 except asyncio.CancelledError:
@@ -265,30 +277,53 @@ class Turns:
             log.info("turn %s: %s failed before its first token (%s); falling back", turn.reply_id, model, err)
         raise AssertionError("unreachable")
 
-    async def _relay(self, turn: Turn, backend: Backend, name: str, prompt: list[ChatMessage]) -> StreamEnd | None:
-        """Provider deltas -> coalesced ai.delta frames (see coalescing.py): the first at once."""
+    async def _relay(self, turn: Turn, backend: Backend, name: str, prompt: list[ChatMessage],
+                     sent_ahead: Prefetch | None) -> StreamEnd | None:
+        """Provider deltas -> coalesced ai.delta frames (see coalescing.py): the first at once.
+        A request sent ahead for this prompt already holds a backend slot, maybe its first item."""
         loop = asyncio.get_running_loop()
         frames = Coalescer(lambda text: self._delta(turn, text), self.window)
         end: StreamEnd | None = None
         clock = turn.clock
+        limit = backend.limit
+        assert limit is not None
+
+        def take(item: str | StreamEnd) -> None:
+            nonlocal end
+            if isinstance(item, StreamEnd):
+                end = item
+                return
+            if not clock.first:
+                clock.first = loop.time()
+            self.received += 1
+            frames.add(item)
+
         try:
-            async with backend.limit:  # type: ignore[union-attr]  # queue here, not on the backend
+            # adopted here, not before: a relay cancelled before it starts leaves it to be dropped
+            ahead = None if sent_ahead is None else await self.prefetcher.adopt(sent_ahead, turn.model, prompt)
+            if ahead is not None:
+                assert ahead.task is not None
+                clock.asked = ahead.asked
+                first = await ahead.task  # its failure has closed the stream and freed the slot
+                clock.first = ahead.first_at if isinstance(first, str) else 0.0
+                stream = ahead.stream
+                assert stream is not None
+            else:
+                await limit.acquire()  # queue here, not on the backend
                 clock.asked = loop.time()
                 stream = backend.provider.stream(name, prompt, max_tokens=self.settings.ai_max_tokens,
                                                  temperature=self.settings.ai_temperature)
-                self.window.enter()
-                try:
-                    async for item in stream:
-                        if isinstance(item, StreamEnd):
-                            end = item
-                            continue
-                        if not clock.first:
-                            clock.first = loop.time()
-                        self.received += 1
-                        frames.add(item)
-                finally:
-                    self.window.leave()
-                    await stream.aclose()
+                first = None
+            self.window.enter()
+            try:
+                if first is not None:
+                    take(first)
+                async for item in stream:
+                    take(item)
+            finally:
+                self.window.leave()
+                await stream.aclose()  # type: ignore[attr-defined]
+                limit.release()
         finally:
             clock.ended = loop.time()
             frames.close()  # nothing received is ever dropped, even on cancel or error
@@ -311,6 +346,7 @@ class Turns:
             code, error = code or "provider_error", error or "the AI provider failed"
         final = self.replies.final(turn, status, end, code, error)
         stored = await self.replies.store_final(msg, final)
+        self.prefetcher.ended(stored)
         self.replies.count(turn, final)
         if turn.reserved:
             try:
@@ -339,18 +375,6 @@ class Turns:
         for listener in turn.listeners:
             listener(frame["type"], frame)
 
-    def _prompt(self, room: Room, history: list[Line], instructions: str | None) -> list[ChatMessage]:
-        """The server's system prompt, the room's instructions after it, then the history; in
-        rooms each user line says who spoke."""
-        named = room.mode != "solo"
-        system = [ChatMessage("system", SYSTEM_PROMPT)]
-        if instructions:
-            system.append(ChatMessage("system", f"Instructions for this conversation, from its owner:\n{instructions}"))
-        return [*system, *(
-            ChatMessage(line.role, f"{line.author}: {line.content}"
-                        if named and line.role == "user" and line.author is not None else line.content)
-            for line in history
-        )]
 
 
 Outcome = tuple[str, "str | None", "str | None", "StreamEnd | None"]  # status, error code, error text, end

@@ -1,0 +1,252 @@
+"""Prefetch: an AI turn's provider request sent while its user message is still being stored.
+
+A turn's prompt is the history `MessageStore.start_reply` reads, and that read can only run
+once the user message is committed: two commits in a row before the provider hears of the
+turn. So, for a conversation whose recent lines this process has just seen, a send that will
+start a turn also starts the provider request at once, built from those lines (`Recent`).
+Once `start_reply` has read the real history, the turn adopts the request only if the prompt
+and the model it would send now are exactly the ones sent ahead; otherwise the request is
+dropped unread and the turn asks again. The database stays the one source of the history: the
+memory here only guesses it, and a wrong guess costs a cancelled request, never a wrong prompt.
+
+A guess is made only when nothing can make it wrong quietly: one server process (another's
+messages would be unseen here), no budget to check first, the conversation's turns idle, a free
+slot at the provider. `prefetch_conversations` bounds the memory (0 turns this off)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.base import ChatMessage, StreamEnd
+from providers.registry import Backend
+
+from .budgets import Budgets
+from .errors import ChatError
+from .metrics import Metrics
+from .records import Line, Message, Room, User
+from .routing import Router, address
+from .settings import Settings
+
+SYSTEM_PROMPT = (
+    "You are the AI participant of a chat conversation. Answer the latest message helpfully "
+    "and concisely."
+)
+
+
+def prompt_for(mode: str, history: list[Line], instructions: str | None) -> list[ChatMessage]:
+    """What a turn sends: the server's system prompt, the room's instructions after it, then the
+    history; in rooms each user line says who spoke."""
+    named = mode != "solo"
+    system = [ChatMessage("system", SYSTEM_PROMPT)]
+    if instructions:
+        system.append(ChatMessage("system", f"Instructions for this conversation, from its owner:\n{instructions}"))
+    return [*system, *(
+        ChatMessage(line.role, f"{line.author}: {line.content}"
+                    if named and line.role == "user" and line.author is not None else line.content)
+        for line in history
+    )]
+
+
+def ai_target(room: Room, content: str, model: str | None, ai: bool | None,
+              aliases: dict[str, str]) -> tuple[str | None, str] | None:
+    """Whether a user message starts one AI turn here, and with which requested model and tier
+    (`message`: its own `model` field; `mention`: an @alias); None when it starts none."""
+    if not room.with_ai or ai is False:
+        return None
+    to = address(content, aliases)
+    if ai is None and room.ai_answers == "mentions" and not to.addressed:
+        return None
+    return (model, "message") if model is not None else (to.model, "mention")
+
+
+@dataclass(eq=False)
+class Recent:
+    """One conversation as this process last saw it: enough to predict the next turn's prompt.
+
+    `lines` are (seq, line) of the history `start_reply` would read, oldest first; every seq up to
+    `covered` is accounted for (a line, a message history leaves out, or a reply in `open`)."""
+
+    room: Room
+    instructions: str | None
+    lines: list[tuple[int, Line]]
+    covered: int
+    open: set[int] = field(default_factory=set)  # seqs of replies still streaming
+
+
+@dataclass(eq=False)
+class Prefetch:
+    """A provider request sent ahead: its first item (a text delta, or the end) is awaited by
+    `task`, which holds one of the backend's slots from its start until `release`."""
+
+    model: str
+    backend: Backend
+    name: str
+    prompt: list[ChatMessage]
+    asked: float  # loop time the request went out
+    first_at: float = 0.0  # loop time its first item came in
+    stream: AsyncIterator[str | StreamEnd] | None = None
+    task: asyncio.Task[str | StreamEnd | None] | None = None
+    taken: bool = False  # adopted by a turn, or dropped: either way, no longer this object's to clean up
+
+    async def _first(self, provider: Any, max_tokens: int | None, temperature: float | None
+                     ) -> str | StreamEnd | None:
+        assert self.backend.limit is not None
+        await self.backend.limit.acquire()  # free when the guess was made, so this does not wait
+        try:
+            self.stream = provider.stream(self.name, self.prompt, max_tokens=max_tokens, temperature=temperature)
+            first = await anext(self.stream, None)
+            self.first_at = asyncio.get_running_loop().time()
+            return first
+        except BaseException:
+            if self.stream is not None:
+                await self.stream.aclose()  # type: ignore[attr-defined]
+            self.backend.limit.release()
+            raise
+
+    def release(self) -> None:
+        """The backend slot this request held (once its reader is done with it)."""
+        assert self.backend.limit is not None
+        self.backend.limit.release()
+
+    async def drop(self) -> None:
+        """Abandon an unadopted request: stop it, close its stream, free its slot."""
+        if self.taken or self.task is None:
+            return
+        self.taken = True
+        if not self.task.done():
+            self.task.cancel()  # _first closes and releases on its way out
+            await asyncio.gather(self.task, return_exceptions=True)
+        elif not self.task.cancelled() and self.task.exception() is None:
+            assert self.stream is not None
+            await self.stream.aclose()  # type: ignore[attr-defined]
+            self.release()
+
+
+class Prefetcher:
+    """The conversations seen lately (`Recent`, least recently used first) and the guesses made from them."""
+
+    def __init__(self, router: Router, budgets: Budgets, metrics: Metrics, settings: Settings) -> None:
+        self.router = router
+        self.budgets = budgets
+        self.metrics = metrics
+        self.settings = settings
+        self.recent: OrderedDict[int, Recent] = OrderedDict()
+        self.pending: dict[int, Prefetch] = {}  # conversation -> its guess not yet adopted or dropped
+
+    # -- guessing and adopting ----------------------------------------------------
+
+    def guess(self, user: User, cid: int, content: str, model: str | None, ai: bool | None) -> Prefetch | None:
+        """Start the request the send about to be stored would make, when it can be predicted."""
+        known = self.recent.get(cid)
+        if known is None or known.open or cid in self.pending or self.budgets.applies(user.id, cid):
+            return None
+        target = ai_target(known.room, content, model, ai, self.settings.aliases)
+        if target is None:
+            return None
+        try:
+            choice = self.router.choose(target[0], known.room.default_model_id, target[1], content)
+            backend, name = self.router.resolve(choice.model)
+        except ChatError:
+            return None
+        if backend.limit is None or backend.limit.locked():
+            return None  # it would wait in line: the turn's own request waits there as well
+        s = self.settings
+        lines = self._window([*known.lines, (known.covered + 1, Line("user", content, user.display_name))])
+        ahead = Prefetch(choice.model, backend, name,
+                         prompt_for(known.room.mode, [line for _, line in lines], known.instructions),
+                         asyncio.get_running_loop().time())
+        ahead.task = asyncio.get_running_loop().create_task(
+            ahead._first(backend.provider, s.ai_max_tokens, s.ai_temperature), name=f"prefetch-{cid}")
+        self.pending[cid] = ahead
+        self.recent.move_to_end(cid)
+        return ahead
+
+    def settled(self, cid: int, ahead: Prefetch) -> None:
+        """The send that made `ahead` has handed it on (or failed): the next send may guess again."""
+        if self.pending.get(cid) is ahead:
+            del self.pending[cid]
+
+    async def adopt(self, ahead: Prefetch, model: str, sent: list[ChatMessage]) -> Prefetch | None:
+        """The request sent ahead, if it is exactly the one the turn would send now; else dropped."""
+        if ahead.taken:
+            return None
+        if ahead.model == model and ahead.prompt == sent:
+            ahead.taken = True
+            self.metrics.prefetches.labels("used").inc()
+            return ahead
+        self.metrics.prefetches.labels("missed").inc()
+        await ahead.drop()
+        return None
+
+    async def drop(self, ahead: Prefetch) -> None:
+        """A guess its turn never got to use (cancelled, refused, failed before asking)."""
+        if not ahead.taken:
+            self.metrics.prefetches.labels("unused").inc()
+            await ahead.drop()
+
+    # -- what this process sees of a conversation -------------------------------------
+
+    def stored(self, msg: Message, room: Room) -> None:
+        """A user message stored here: the next line, unless someone else's came in between."""
+        known = self.recent.get(msg.conversation_id)
+        if known is None:
+            return
+        if msg.seq != known.covered + 1:
+            self.forget(msg.conversation_id)
+            return
+        author = msg.author.display_name if msg.author else None
+        known.lines = self._window([*known.lines, (msg.seq, Line("user", msg.content, author))])
+        known.covered, known.room = msg.seq, room
+
+    def started(self, room: Room, trigger: Message, reply: Message, history: list[tuple[int, Line]],
+                instructions: str | None) -> None:
+        """A reply row stored with the history it answers: that history, read just now, is the
+        best knowledge there is, if nothing lies between the trigger and the reply."""
+        cid = room.id
+        if self.settings.prefetch_conversations <= 0:
+            return
+        if reply.seq != trigger.seq + 1:
+            self.forget(cid)
+            return
+        self.recent[cid] = Recent(room, instructions, history, reply.seq, {reply.seq})
+        self.recent.move_to_end(cid)
+        while len(self.recent) > self.settings.prefetch_conversations:
+            self.recent.popitem(last=False)
+
+    def ended(self, reply: Message) -> None:
+        """A reply ended: a complete one with text is a line of the history from now on."""
+        known = self.recent.get(reply.conversation_id)
+        if known is None or reply.seq not in known.open:
+            return
+        known.open.discard(reply.seq)
+        if reply.status == "complete" and reply.content:
+            lines = [*known.lines, (reply.seq, Line("assistant", reply.content, None))]
+            lines.sort(key=lambda x: x[0])
+            known.lines = self._window(lines)
+
+    def _window(self, lines: list[tuple[int, Line]]) -> list[tuple[int, Line]]:
+        """What is kept: a line out of the window now stays out, as only newer lines can come."""
+        return window(lines, self.settings.history_messages, self.settings.history_chars)
+
+    def forget(self, cid: int) -> None:
+        """What this process knew of the conversation may be out of date (its settings changed)."""
+        self.recent.pop(cid, None)
+
+
+def window(lines: list[tuple[int, Line]], messages: int, chars: int) -> list[tuple[int, Line]]:
+    """The history `start_reply` reads, from (seq, line) filtered as it filters them: the latest
+    `messages`, as far back as their content fits in `chars` (the newest always, cut to it)."""
+    out: list[tuple[int, Line]] = []
+    total = 0
+    for seq, line in reversed(lines[-messages:] if messages > 0 else []):
+        total += len(line.content)
+        if total <= chars or total == len(line.content):
+            cut = max(0, len(line.content) - chars)  # SQL's right(content, chars)
+            out.append((seq, Line(line.role, line.content[cut:], line.author) if cut else line))
+    out.reverse()
+    return out
+
