@@ -7,7 +7,7 @@ This one is raw asyncio protocols on uvloop: chunked SSE in the same OpenAI chun
 (role preamble, one chunk per token, finish chunk, usage chunk, [DONE]); each token's text
 is "<index:wall-clock µs> " stamped just before its write. One timer per stream.
 
-usage: python bench/fake_provider.py --port P --tokens 500 --delay 0
+usage: python bench/fake_provider.py --port P --tokens 500 --delay 0 [--first-delay 0.01]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def delta(model: str, d: dict, finish: str | None = None) -> dict:
 class Fake(asyncio.Protocol):
     tokens = 50
     delay = 0.02
+    first_delay = 0.0  # seconds before the first token, when it differs from `delay` (a model's think time)
     streams = 0
 
     def __init__(self) -> None:
@@ -94,8 +95,8 @@ class Fake(asyncio.Protocol):
         self.timer = None
         if self.transport is None:
             return
-        if i == 0 and self.delay:
-            self.timer = asyncio.get_running_loop().call_later(self.delay, self.send, model, 0)
+        if i == 0 and (self.first_delay or self.delay):
+            self.timer = asyncio.get_running_loop().call_later(self.first_delay or self.delay, self.send, model, 0)
         else:
             self.send(model, i)
 
@@ -144,8 +145,9 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between tokens (0: all at once)")
+    parser.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first token (0: --delay)")
     args = parser.parse_args()
-    Fake.tokens, Fake.delay = args.tokens, args.delay
+    Fake.tokens, Fake.delay, Fake.first_delay = args.tokens, args.delay, args.first_delay
     import uvloop
 
     uvloop.run(main(args.port))

@@ -95,7 +95,7 @@ class Prefetch:
     async def _first(self, provider: Any, max_tokens: int | None, temperature: float | None
                      ) -> str | StreamEnd | None:
         assert self.backend.limit is not None
-        await self.backend.limit.acquire()  # free when the guess was made, so this does not wait
+        await self.backend.limit.acquire()  # free when guessed; taken since, it waits in line like any turn
         try:
             self.stream = provider.stream(self.name, self.prompt, max_tokens=max_tokens, temperature=temperature)
             first = await anext(self.stream, None)
@@ -107,11 +107,6 @@ class Prefetch:
             self.backend.limit.release()
             raise
 
-    def release(self) -> None:
-        """The backend slot this request held (once its reader is done with it)."""
-        assert self.backend.limit is not None
-        self.backend.limit.release()
-
     async def drop(self) -> None:
         """Abandon an unadopted request: stop it, close its stream, free its slot."""
         if self.taken or self.task is None:
@@ -121,9 +116,9 @@ class Prefetch:
             self.task.cancel()  # _first closes and releases on its way out
             await asyncio.gather(self.task, return_exceptions=True)
         elif not self.task.cancelled() and self.task.exception() is None:
-            assert self.stream is not None
+            assert self.stream is not None and self.backend.limit is not None
             await self.stream.aclose()  # type: ignore[attr-defined]
-            self.release()
+            self.backend.limit.release()
 
 
 class Prefetcher:
