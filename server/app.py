@@ -148,7 +148,7 @@ def create_app(settings: Settings) -> FrontDoor:
         budgets = Budgets(store, hub, router, pricing, metrics, settings)
         replies = Replies(store, hub, router, pricing, metrics, settings)
         turns = Turns(store, hub, router, settings, replies, metrics, budgets,
-                      Prefetcher(router, budgets, metrics, settings))
+                      Prefetcher(router, budgets, broker, metrics, settings))
         nodes = Nodes(store, registry, session, settings)
         completions = Completions(store, router, budgets, pricing, metrics, settings)
         node = Node(settings, store, Auth(store, settings.token_ttl_seconds, settings.auth_cache_seconds), hub, router,

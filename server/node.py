@@ -156,14 +156,19 @@ class Node:
         return await self.conversations.create(user, new)
 
     async def update_conversation(self, user: User, cid: int, changes: ConversationChanges) -> Conversation:
-        self.prefetcher.forget(cid)
-        return await self.conversations.update(cid, user, changes)
+        try:
+            return await self.conversations.update(cid, user, changes)
+        finally:  # a turn's request sent ahead is built from the settings remembered
+            self.prefetcher.forget(cid)
 
     async def add_participants(self, user: User, cid: int, usernames: list[str]) -> Conversation:
         return await self.conversations.add(cid, user, usernames)
 
     async def remove_participant(self, user: User, cid: int, user_id: int) -> Conversation:
-        return await self.conversations.remove(cid, user, user_id)
+        try:
+            return await self.conversations.remove(cid, user, user_id)
+        finally:
+            self.prefetcher.forget(cid)  # who may have a turn sent ahead: members only
 
     # -- messages ---------------------------------------------------------------
 
@@ -177,18 +182,16 @@ class Node:
             if model is not None:
                 self.router.check(model)
         cid = cmd.conversation_id
-        ahead = None  # the AI turn's provider request, sent while the message is stored (prefetch.py)
-        if cmd.models is None and self.turns.idle(cid):
-            ahead = self.prefetcher.guess(user, cid, cmd.content, cmd.model, cmd.ai)
+        # the AI turn's provider request, sent while the message is stored (prefetch.py)
+        ahead = self.prefetcher.begin(user, cid, cmd.content, cmd.model, cmd.ai,
+                                      cmd.models is None and self.turns.idle(cid))
         sent: Sent | None = None
         try:
             sent = await self._store_and_start(user, cmd, ahead)
             return sent
         finally:
-            if ahead is not None:
-                self.prefetcher.settled(cid, ahead)
-                if sent is None or sent.turn is None or sent.turn.ahead is not ahead:
-                    await self.prefetcher.drop(ahead)
+            await self.prefetcher.end(cid, ahead, sent is not None and sent.turn is not None
+                                      and sent.turn.ahead is ahead)
 
     async def _store_and_start(self, user: User, cmd: SendMessage, ahead: Prefetch | None) -> Sent:
         started = time.perf_counter()

@@ -62,6 +62,7 @@ class Turn:
     done: asyncio.Future[Message] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     listeners: list[Listener] = field(default_factory=list)
     ahead: Prefetch | None = None  # its provider request, sent while its message was being stored
+    side_by_side: bool = False  # one of several replies to its trigger
 
     def info(self) -> dict[str, Any]:
         info = protocol.ai_info(self.reply_id, self.choice.model, self.choice.tier)
@@ -115,7 +116,8 @@ class Turns:
         turns = []
         for model in models:
             choice = self.router.choose(model, room.default_model_id, tier, trigger.content)
-            turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier)
+            turn = Turn(secrets.token_hex(8), room, trigger, choice, user.id, model=choice.model, tier=choice.tier,
+                        side_by_side=len(models) > 1)
             self.by_reply[turn.reply_id] = turn
             self.by_trigger.setdefault(trigger.id, turn)  # a regenerated reply leaves the first one found
             turns.append(turn)
@@ -177,6 +179,10 @@ class Turns:
             del self._workers[cid]
             if not queue:
                 self._queues.pop(cid, None)
+            for _, _, waiting in queue:  # shutdown: requests sent ahead for turns that never ran
+                for turn in waiting:
+                    if turn.ahead is not None:
+                        await self.prefetcher.drop(turn.ahead)
 
     async def _run_one(self, turn: Turn) -> None:
         try:
@@ -213,7 +219,10 @@ class Turns:
                                                None))
             raise
         turn.message = msg
-        self.prefetcher.started(turn.room, turn.trigger, msg, history, instructions)
+        if turn.side_by_side:  # the other replies' rows are unknown here
+            self.prefetcher.forget(turn.room.id)
+        else:
+            self.prefetcher.started(turn.room, turn.trigger, msg, history, instructions, turn.requested_by)
         turn.checkpointed = asyncio.get_running_loop().time()
         self._emit(turn, protocol.message(msg), seq=msg.seq)
         self._emit(turn, protocol.ai_start(msg, turn.reply_id, turn.model, turn.tier, turn.trigger.id, None,
@@ -246,6 +255,8 @@ class Turns:
             if turn.cancel_by is not None:  # cancelled between two attempts
                 return "cancelled", None, None, None
             if i > 0:
+                if turn.ahead is not None:  # sent to the model that failed, or never adopted
+                    await self.prefetcher.drop(turn.ahead)
                 previous, turn.model, turn.tier = turn.model, model, tier
                 turn.fallback_from = previous
                 assert turn.message is not None
@@ -285,8 +296,6 @@ class Turns:
         frames = Coalescer(lambda text: self._delta(turn, text), self.window)
         end: StreamEnd | None = None
         clock = turn.clock
-        limit = backend.limit
-        assert limit is not None
 
         def take(item: str | StreamEnd) -> None:
             nonlocal end
@@ -300,15 +309,22 @@ class Turns:
 
         try:
             # adopted here, not before: a relay cancelled before it starts leaves it to be dropped
-            ahead = None if sent_ahead is None else await self.prefetcher.adopt(sent_ahead, turn.model, prompt)
+            ahead = None if sent_ahead is None else \
+                await self.prefetcher.adopt(sent_ahead, turn.model, backend, name, prompt)
             if ahead is not None:
-                assert ahead.task is not None
-                clock.asked = ahead.asked
-                first = await ahead.task  # its failure has closed the stream and freed the slot
+                assert ahead.task is not None and ahead.backend.limit is not None
+                clock.asked, limit = ahead.asked, ahead.backend.limit
+                try:
+                    first = await ahead.task  # its own failure has closed the stream and freed the slot
+                except BaseException:
+                    await ahead.close()  # cancelled here after it got its first item: ours to close
+                    raise
                 clock.first = ahead.first_at if isinstance(first, str) else 0.0
                 stream = ahead.stream
                 assert stream is not None
             else:
+                assert backend.limit is not None
+                limit = backend.limit
                 await limit.acquire()  # queue here, not on the backend
                 clock.asked = loop.time()
                 stream = backend.provider.stream(name, prompt, max_tokens=self.settings.ai_max_tokens,
@@ -322,8 +338,10 @@ class Turns:
                     take(item)
             finally:
                 self.window.leave()
-                await stream.aclose()  # type: ignore[attr-defined]
-                limit.release()
+                try:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                finally:
+                    limit.release()
         finally:
             clock.ended = loop.time()
             frames.close()  # nothing received is ever dropped, even on cancel or error
