@@ -1,11 +1,12 @@
 """Connection: one WebSocket's outgoing frames: written at once, or queued (bounded) behind a writer.
 
-When nothing is queued and the socket is writable, `deliver()` writes at once: it runs
-uvicorn's `send` coroutine by hand, which completes without suspending unless the
-transport is paused. Only when it would wait (a slow reader) is a writer task started to
-finish that send, and later frames queue behind it until the backlog is written. So the
-common delivery costs no task switch, an idle connection holds no task of its own, and a
-slow client still never blocks the sender.
+When nothing is queued and the socket is writable, `deliver()` writes at once: the event's
+frame, framed once for all its recipients, straight to the socket's transport (`Direct`),
+or else through uvicorn's `send` coroutine run by hand, which completes without suspending
+unless the transport is paused. Only when it would wait (a slow reader) is a writer task
+started to finish that send, and later frames queue behind it until the backlog is
+written. So the common delivery costs no task switch and no per-socket framing, an idle
+connection holds no task of its own, and a slow client still never blocks the sender.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from websockets.protocol import OPEN, Protocol, Side
+
+from .events import Event
 from .records import User
 
 log = logging.getLogger("chat.ws")
@@ -38,7 +42,7 @@ class Connection:
 
     __slots__ = ("id", "user", "_send", "_queue", "_max", "_idle", "_pending", "closing", "close_code",
                  "close_reason", "gone", "subscriptions", "writer", "close_timeout", "token", "closed_by_server",
-                 "__weakref__")
+                 "_direct", "__weakref__")
 
     def __init__(self, user: User, send: Send, max_queue: int, *, close_timeout: float = 2.0,
                  token: bytes = b"") -> None:
@@ -47,7 +51,7 @@ class Connection:
         self.token = token  # the hash of the token it authenticated with
         self.close_timeout = close_timeout
         self._send = send
-        self._queue: deque[dict[str, Any]] | None = None  # made on the first backlog
+        self._queue: deque[Event] | None = None  # made on the first backlog
         self._max = max_queue
         self._idle = False  # no writer busy: deliver() may write at once (set by start())
         self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None  # a send that had to wait
@@ -58,22 +62,31 @@ class Connection:
         self.gone = False  # the peer closed or vanished: nothing more can be sent
         self.subscriptions: set[int] = set()
         self.writer: asyncio.Task[None] | None = None  # only while a backlog or a close is being written
+        self._direct: Direct | None = None
+
+    @property
+    def direct(self) -> bool:
+        """Frames are written prepared, skipping uvicorn's per-socket framing (see `Direct`)."""
+        return self._direct is not None
 
     def start(self) -> None:
         """Begin writing (the handshake is done)."""
         self._idle = True
+        self._direct = Direct.of(self._send)
 
     def enqueue(self, frame: str) -> None:
         """Send or queue one encoded frame; never awaits."""
-        self.deliver({"type": "websocket.send", "text": frame})
+        self.deliver(Event(frame))
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Send or queue an ASGI send message, which fan-out shares between all recipients;
-        never awaits. Overflow closes the connection with 1013."""
+    def deliver(self, event: Event) -> None:
+        """Send or queue an event's frame, which fan-out shares between all recipients; never
+        awaits. Overflow closes the connection with 1013."""
         if self.closing:
             return
         if self._idle:
-            self._write_now(message)
+            direct = self._direct
+            if direct is None or not direct.write(event.wire):
+                self._write_now(event.send)
             return
         queue = self._queue
         if queue is None:
@@ -82,7 +95,7 @@ class Connection:
             log.info("closing slow connection %s of user %s: %d frames queued", self.id, self.user.id, len(queue))
             self.close(CLOSE_TOO_SLOW, "too slow: outgoing queue full")
             return
-        queue.append(message)
+        queue.append(event)
 
     def _write_now(self, message: dict[str, Any]) -> None:
         coro = self._send(message)
@@ -143,7 +156,7 @@ class Connection:
                 if self.gone:
                     return
                 if self._queue:
-                    await send(self._queue.popleft())
+                    await send(self._queue.popleft().send)
                     continue
                 if self.closing:
                     break
@@ -172,6 +185,42 @@ class Connection:
             await asyncio.wait_for(asyncio.shield(writer), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             writer.cancel()
+
+
+class Direct:
+    """Writes a prepared text frame to the transport of uvicorn's websockets-sansio protocol,
+    as its `send` would after framing the text itself (websockets' `Protocol.send_text`, no
+    extensions, a server's frames unmasked), while the connection is open and writable.
+    Otherwise `write` says no and the frame takes the ASGI `send`, with its flow control.
+
+    It relies on that protocol's attributes (`conn`, `transport`, `writable`, `close_sent`,
+    `disconnected`): `of` checks them and returns None for anything else (another server or
+    protocol class, compression negotiated), so the ASGI path is the fallback, never a failure."""
+
+    __slots__ = ("proto", "conn", "transport")
+
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+        self.conn: Protocol = proto.conn
+        self.transport: asyncio.WriteTransport = proto.transport
+
+    @classmethod
+    def of(cls, send: Send) -> Direct | None:
+        proto = getattr(send, "__self__", None)
+        conn = getattr(proto, "conn", None)
+        if not isinstance(conn, Protocol) or conn.side is not Side.SERVER or conn.extensions:
+            return None
+        if not all(hasattr(proto, a) for a in ("transport", "writable", "close_sent", "disconnected")):
+            return None
+        return cls(proto)
+
+    def write(self, wire: bytes) -> bool:
+        proto, conn = self.proto, self.conn
+        if proto.close_sent or proto.disconnected or not proto.writable.is_set() \
+                or conn.state is not OPEN or conn.expect_continuation_frame:
+            return False
+        self.transport.write(wire)
+        return True
 
 
 def reset(send: Send) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from websockets.frames import Frame, Opcode
 
 
 class Event:
@@ -14,7 +15,7 @@ class Event:
     not a frozen dataclass: one is made per frame, and a frozen dataclass's __init__ sets
     each field through object.__setattr__ (~5 µs against ~0.5 µs)."""
 
-    __slots__ = ("frame", "seq", "after", "skip_user", "only_user", "members", "reply_id", "step", "send")
+    __slots__ = ("frame", "seq", "after", "skip_user", "only_user", "members", "reply_id", "step", "send", "_wire")
 
     def __init__(self, frame: str, seq: int | None = None, after: int | None = None, skip_user: int | None = None,
                  only_user: int | None = None, members: tuple[int, ...] | None = None, reply_id: str | None = None,
@@ -28,6 +29,17 @@ class Event:
         self.reply_id = reply_id  # the AI reply this frame belongs to
         self.step = step  # its place among that reply's frames (a snapshot covers the earlier ones)
         self.send: dict[str, Any] = {"type": "websocket.send", "text": frame}  # the ASGI message, shared
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The whole WebSocket text frame, made on first use and written as is to every
+        recipient (see connection.Direct): as websockets would frame it for a server with no
+        extensions, once per event rather than once per socket."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = Frame(Opcode.TEXT, self.frame.encode()).serialize(mask=False)
+        return wire
 
     def __repr__(self) -> str:
         return (f"Event(seq={self.seq}, after={self.after}, reply_id={self.reply_id}, step={self.step}, "

@@ -277,11 +277,11 @@ class Hub:
                 return  # already inside the snapshot's text
             del sub.covered[ev.reply_id]
         if ev.skip_user is None and ev.only_user is None:  # nearly every frame
-            sub.conn.deliver(ev.send)
+            sub.conn.deliver(ev)
             return
         uid = sub.conn.user.id
         if uid != ev.skip_user and (ev.only_user is None or uid == ev.only_user):
-            sub.conn.deliver(ev.send)
+            sub.conn.deliver(ev)
 
 
 def _presence(cid: int, user: User, state: str) -> Event:

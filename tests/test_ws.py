@@ -91,6 +91,23 @@ async def test_fan_out_reaches_every_member_in_seq_order_without_duplicates(clie
         await s.close()
 
 
+async def test_sockets_on_uvicorn_get_fan_out_framed_once_and_written_straight_to_the_transport(
+        server: Running, client: Client) -> None:
+    """uvicorn's websockets-sansio protocol still has what connection.Direct relies on: if an
+    upgrade took that away, every frame would silently fall back to per-socket framing."""
+    users, conv = await group(client, 2)
+    socks = [await u.ws() for u in users]
+    for s in socks:
+        await s.subscribe(conv["id"])
+    await socks[0].send({"type": "message.send", "conversation_id": conv["id"], "content": "framed once", "ref": 1})
+    for s in socks:
+        assert (await s.until("message"))["message"]["content"] == "framed once"
+    mine = [c for c in server.node.hub.connections() if c.user.id in {u.id for u in users}]
+    assert len(mine) == 2 and all(c.direct for c in mine)
+    for s in socks:
+        await s.close()
+
+
 async def test_ack_and_fan_out_carry_the_same_stored_message(client: Client) -> None:
     users, conv = await group(client, 2)
     a, b = await users[0].ws(), await users[1].ws()
