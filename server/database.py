@@ -6,6 +6,10 @@ seconds and a clear `unavailable`, never a hang. asyncpg carries the deadlines i
 late), `timeout` bounds connecting, and acquiring and releasing a pooled connection are
 given the same budget each. A send that timed out may still commit once the database wakes: it was answered
 `unavailable`, never acknowledged, and a resend with its `client_id` finds it.
+
+A pool that is only busy is not a database that is gone: when every connection stays taken
+for a whole deadline (a burst of AI turns, a slow disk) but statements keep completing, a
+caller waits on in line; only when none has completed for a deadline is it `unavailable`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, deadline: float) -> None:
         self.pool = pool
         self.deadline = deadline
+        self.answered = asyncio.get_running_loop().time()  # when a statement last completed
+        self._returning: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int, max_size: int, deadline: float) -> Database:
@@ -55,8 +61,39 @@ class Database:
         try:
             async with asyncio.timeout(self.deadline):
                 return await self.pool.acquire()
+        except TimeoutError as e:
+            if not self._answering():
+                raise Unavailable("the database is unavailable; retry") from e
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
+        return await self._acquire_busy()
+
+    def _answering(self) -> bool:
+        return asyncio.get_running_loop().time() - self.answered <= self.deadline
+
+    async def _acquire_busy(self) -> Any:
+        """Every connection was taken for a whole deadline, yet statements complete: wait in
+        line (a task of its own from here, so the place is kept) while they go on completing."""
+        waiting = asyncio.ensure_future(self.pool.acquire())
+        try:
+            while not (await asyncio.wait({waiting}, timeout=self.deadline))[0]:
+                if not self._answering():
+                    raise Unavailable("the database is unavailable; retry")
+        except BaseException:
+            waiting.cancel()
+            waiting.add_done_callback(self._give_back)  # it may have got one just now
+            raise
+        try:
+            return waiting.result()
+        except _DOWN as e:
+            raise Unavailable("the database is unavailable; retry") from e
+
+    def _give_back(self, waiting: asyncio.Future[Any]) -> None:
+        """An abandoned wait that got a connection anyway hands it back."""
+        if not waiting.cancelled() and waiting.exception() is None:
+            task = asyncio.ensure_future(self._release(waiting.result()))
+            self._returning.add(task)
+            task.add_done_callback(self._returning.discard)
 
     async def _release(self, con: Any) -> None:
         try:
@@ -69,6 +106,7 @@ class Database:
         con = await self._acquire()
         try:
             yield con
+            self.answered = asyncio.get_running_loop().time()
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
         finally:
@@ -82,7 +120,9 @@ class Database:
     async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         con = await self._acquire()
         try:
-            return await getattr(con, method)(sql, *args)
+            result = await getattr(con, method)(sql, *args)
+            self.answered = asyncio.get_running_loop().time()
+            return result
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
         finally:

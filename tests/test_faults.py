@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import websockets
 
+from server.database import Database
+from server.errors import Unavailable
 from server.runner import EmbeddedPostgres
 from server.settings import ProviderConfig
 from tests.conftest import Client, fresh_database, running_server
@@ -93,6 +95,35 @@ async def test_a_frozen_database_costs_callers_the_deadline_and_an_unavailable_n
         assert sorted(m["client_id"] for m in page) == ["f1", "f2"]
         assert [m["seq"] for m in page] == [1, 2]
         await sock.close()
+
+
+async def test_a_pool_busy_past_the_deadline_makes_callers_wait_in_line_while_the_database_answers(
+        database_url: str) -> None:
+    database = await Database.connect(database_url, min_size=2, max_size=2, deadline=0.5)
+    try:
+        # 16 statements of 0.2 s on 2 connections: the last ones wait ~1.4 s for a connection,
+        # well past the 0.5 s deadline, while the others keep completing.
+        results = await asyncio.gather(*(database.fetchval("SELECT $1::int FROM pg_sleep(0.2)", i)
+                                         for i in range(16)))
+        assert results == list(range(16))
+        assert await database.fetchval("SELECT 1") == 1  # every connection came back to the pool
+    finally:
+        await database.close()
+
+
+async def test_a_pool_whose_statements_all_hang_answers_unavailable_within_two_deadlines(
+        db: str, cluster: EmbeddedPostgres) -> None:
+    database = await Database.connect(db, min_size=2, max_size=2, deadline=0.5)
+    try:
+        await database.fetchval("SELECT 1")
+        cluster.freeze()
+        started = time.monotonic()
+        results = await asyncio.gather(*(database.fetchval("SELECT 1") for _ in range(6)), return_exceptions=True)
+        assert all(isinstance(r, Unavailable) for r in results), results
+        assert time.monotonic() - started < 4 * 0.5 + 1
+    finally:
+        cluster.thaw()
+        await database.close()
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
