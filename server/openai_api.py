@@ -42,7 +42,8 @@ from .settings import Settings
 log = logging.getLogger("chat.openai")
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "audio", "prediction")
+# What would change the answer and is not passed on: refused, never silently dropped.
+UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "audio", "prediction", "stop")
 
 # contract code -> (HTTP status, OpenAI error type, OpenAI error code), as OpenAI answers them
 _OPENAI_ERRORS: dict[str, tuple[int, str, str | None]] = {
@@ -98,6 +99,9 @@ def completion_request(body: dict[str, Any], settings: Settings) -> CompletionRe
             raise Invalid(name, f"{name} is not supported by this server")
     if body.get("n") not in (None, 1):
         raise Invalid("n", "n must be 1")
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise Invalid("response_format", "only the text response format is supported")
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not model or len(model) > 200 or "\x00" in model):
         raise Invalid("model", "model must be a model id such as 'echo:echo', or 'auto'")
