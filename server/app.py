@@ -205,7 +205,11 @@ def create_app(settings: Settings) -> FrontDoor:
     # the configured origins (any, when none are configured) exposes nothing ambient.
     cors = Middleware(CORSMiddleware, allow_origins=list(settings.ws_allowed_origins) or ["*"],
                       allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                      allow_headers=["Authorization", "Content-Type", "Accept"], max_age=600)
+                      # Any request header: the OpenAI SDKs send their own (x-stainless-*), and
+                      # with bearer tokens and no cookies a header grants nothing by itself.
+                      allow_headers=["*"], max_age=600,
+                      expose_headers=["x-chat-model", "x-chat-tier", "x-chat-route-reason", "x-chat-fallback-from",
+                                      "retry-after"])
     app = Starlette(
         routes=[*api.routes(), *([Mount("/", StaticFiles(directory=WEB, html=True))] if WEB.is_dir() else [])],
         middleware=[cors],

@@ -345,3 +345,17 @@ async def test_a_streaming_client_that_reads_nothing_is_cut_and_frees_its_provid
             done = await sdk.chat.completions.create(model="solo:one", messages=[{"role": "user", "content": "hi"}])
             assert done.choices[0].message.content == "free"  # the only provider slot is free again
             writer.close()
+
+
+async def test_a_browser_on_another_origin_may_use_the_openai_sdk_and_read_the_routing_headers(api: Rig) -> None:
+    user = await api.client.user()
+    pre = await user.call("OPTIONS", "/v1/chat/completions", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os, x-stainless-retry-count"})
+    assert pre.status == 200
+    allowed = pre.headers["Access-Control-Allow-Headers"].lower()
+    assert "x-stainless-os" in allowed and "x-stainless-retry-count" in allowed
+    r = await user.call("POST", "/v1/chat/completions", {"model": "openai:house", "messages": [
+        {"role": "user", "content": "hi"}]}, headers={"Origin": "https://app.example"})
+    assert r.status == 200 and r.headers["x-chat-model"] == "openai:house"
+    assert "x-chat-model" in r.headers["Access-Control-Expose-Headers"].lower()
