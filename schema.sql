@@ -6,8 +6,7 @@
 -- catalog), and bump the version line below. A server whose code is older than the
 -- recorded version refuses to start rather than run against a schema it doesn't know.
 --
--- schema-version: 11
-
+-- schema-version: 12
 CREATE TABLE IF NOT EXISTS schema_version (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version     integer NOT NULL,
@@ -211,3 +210,9 @@ DO $$ BEGIN
             CHECK ((message_id IS NULL) <> (completion_id IS NULL));
     END IF;
 END $$;
+
+-- Step 12: a reservation the sweep let go (its holder no longer streaming, its server
+-- presumed dead) stays, marked with what the sweep charged, until its holder settles: a
+-- server that was only late then spends the rest of its real cost, never it twice.
+ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS charged_usd numeric(16, 8);
+ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS released_at timestamptz;

@@ -8,7 +8,7 @@ after the other, each seeing the others' reservations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,8 +23,10 @@ _BUDGET_COLS = f"""b.id, b.scope, b.subject_id, b.period, b.limit_usd, b.warn_at
               WHERE l.budget_id = b.id AND l.period_start = date_trunc(b.period, now() AT TIME ZONE 'UTC')::date), 0)
         AS spent_usd,
     coalesce((SELECT sum(r.amount_usd) FROM budget_reservations r
-              WHERE r.budget_id = b.id AND r.period_start = date_trunc(b.period, now() AT TIME ZONE 'UTC')::date), 0)
+              WHERE r.budget_id = b.id AND r.period_start = date_trunc(b.period, now() AT TIME ZONE 'UTC')::date
+                AND r.released_at IS NULL), 0)
         AS reserved_usd"""
+RELEASED_KEPT = timedelta(days=1)  # how long a released reservation waits for a late settle (see release_ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,15 +137,16 @@ class BudgetStore:
         return True
 
     async def settle(self, holder: Holder, cost: Decimal) -> list[Budget]:
-        """A turn ended: its reservations go, its cost is spent. Returns the budgets whose warning
-        threshold this crossed (each at most once per period)."""
+        """A turn ended: its reservations go, its cost is spent (less what a sweep already charged
+        for it, see `release_ended`). Returns the budgets whose warning threshold this crossed
+        (each at most once per period)."""
         async with self.db.transaction() as con:
             rows = await con.fetch(
                 f"WITH r AS (DELETE FROM budget_reservations WHERE {holder.column} = $1"
-                "           RETURNING budget_id, period_start),"
+                "           RETURNING budget_id, period_start, greatest($2 - coalesce(charged_usd, 0), 0) AS due),"
                 " l AS (INSERT INTO budget_ledger AS l (budget_id, period_start, spent_usd)"
-                "       SELECT budget_id, period_start, $2 FROM r"
-                "       ON CONFLICT (budget_id, period_start) DO UPDATE SET spent_usd = l.spent_usd + $2"
+                "       SELECT budget_id, period_start, due FROM r"
+                "       ON CONFLICT (budget_id, period_start) DO UPDATE SET spent_usd = l.spent_usd + excluded.spent_usd"
                 "       RETURNING l.budget_id, l.period_start, l.spent_usd, l.warned)"
                 " SELECT l.budget_id, l.period_start FROM l JOIN budgets b ON b.id = l.budget_id"
                 " WHERE NOT l.warned AND l.spent_usd >= b.limit_usd * b.warn_at",
@@ -160,13 +163,26 @@ class BudgetStore:
         return [_budget(r) for r in found]
 
     async def release_ended(self) -> int:
-        """Reservations of replies and completions that are no longer streaming (their server
-        died): spend what they stored as their cost, and let the rest go."""
-        rows = await self.db.fetch(
-            "SELECT 'message' AS kind, r.message_id AS id, coalesce(m.cost_usd, 0) AS cost FROM budget_reservations r"
-            " JOIN messages m ON m.id = r.message_id WHERE m.status <> 'streaming'"
-            " UNION ALL SELECT 'completion', r.completion_id, coalesce(c.cost_usd, 0) FROM budget_reservations r"
-            " JOIN completions c ON c.id = r.completion_id WHERE c.status <> 'streaming'")
-        for r in rows:
-            await self.settle(Holder(r["kind"], r["id"]), r["cost"])
-        return len(rows)
+        """Reservations of replies and completions that are no longer streaming but were never
+        settled (their server died, or was only thought dead): spend what they stored as their
+        cost and stop holding the rest. The rows stay, marked with that charge, so that a
+        server that was only late settles the difference when its turn ends (`settle`); rows
+        nobody settled go after `RELEASED_KEPT`."""
+        async with self.db.transaction() as con:
+            released = await con.fetchval(
+                "WITH ended AS (SELECT r.ctid AS row, coalesce(m.cost_usd, c.cost_usd, 0) AS cost"
+                "               FROM budget_reservations r"
+                "               LEFT JOIN messages m ON m.id = r.message_id"
+                "               LEFT JOIN completions c ON c.id = r.completion_id"
+                "               WHERE r.released_at IS NULL AND coalesce(m.status, c.status) <> 'streaming'"
+                "               FOR UPDATE OF r SKIP LOCKED),"
+                " marked AS (UPDATE budget_reservations r SET released_at = now(), charged_usd = e.cost"
+                "            FROM ended e WHERE r.ctid = e.row RETURNING r.budget_id, r.period_start, e.cost),"
+                " spent AS (INSERT INTO budget_ledger AS l (budget_id, period_start, spent_usd)"
+                "           SELECT budget_id, period_start, sum(cost) FROM marked GROUP BY budget_id, period_start"
+                "           ON CONFLICT (budget_id, period_start)"
+                "           DO UPDATE SET spent_usd = l.spent_usd + excluded.spent_usd RETURNING 1)"
+                " SELECT count(*) FROM marked")
+            await con.execute("DELETE FROM budget_reservations WHERE released_at < now() - $1::interval",
+                              RELEASED_KEPT)
+        return released

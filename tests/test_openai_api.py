@@ -294,6 +294,31 @@ async def test_a_dead_servers_open_completion_is_interrupted_and_its_budget_hold
     assert budget["reserved_usd"] == 0 and budget["spent_usd"] == 0
 
 
+async def test_a_server_only_thought_dead_spends_its_real_cost_once_when_it_settles_late(api: Rig) -> None:
+    _, user = await api.sdk()
+    node, db = api.srv.node, api.srv.node.store.db
+    assert (await api.admin.call("PUT", f"/budgets/users/{user.id}", {"period": "day", "limit_usd": 5})).status == 200
+    await db.execute("INSERT INTO server_nodes (node_id, seen_at) VALUES ('late-node', now() - interval '1 hour')"
+                     " ON CONFLICT (node_id) DO UPDATE SET seen_at = now() - interval '1 hour'")
+    late = await node.store.completions.open(user.id, "openai:house", "message", None, "late-node")
+    assert await node.store.budgets.reserve(Holder("completion", late), user.id, None, Decimal("1")) is True
+    await node.turns.replies.heartbeat()  # presumed dead: interrupted, with no cost stored
+    await node.budgets.sweep()
+    budget = (await user.call("GET", "/budget")).body["budget"]
+    assert budget["reserved_usd"] == 0 and budget["spent_usd"] == 0
+    await node.budgets.settle(Holder("completion", late), Decimal("0.25"), None, user.id, None)  # it was alive
+    assert (await user.call("GET", "/budget")).body["budget"]["spent_usd"] == pytest.approx(0.25)
+    # One that stored its cost before the sweep charged it: its own settle adds nothing more.
+    done = await node.store.completions.open(user.id, "openai:house", "message", None, "late-node")
+    assert await node.store.budgets.reserve(Holder("completion", done), user.id, None, Decimal("1")) is True
+    await db.execute("UPDATE completions SET status = 'complete', cost_usd = 0.5 WHERE id = $1", done)
+    await node.budgets.sweep()
+    assert (await user.call("GET", "/budget")).body["budget"]["spent_usd"] == pytest.approx(0.75)
+    await node.budgets.settle(Holder("completion", done), Decimal("0.5"), None, user.id, None)
+    budget = (await user.call("GET", "/budget")).body["budget"]
+    assert budget["spent_usd"] == pytest.approx(0.75) and budget["reserved_usd"] == 0
+
+
 async def test_completions_and_messages_share_the_users_send_rate(postgres_url: str, http: Any) -> None:
     async with running_server(await fresh_database(postgres_url), send_rate_per_second=0.05,
                               send_rate_burst=3) as srv:
