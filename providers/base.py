@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,16 +42,31 @@ class Timeouts:
     total: float = 300.0  # whole stream
 
 
+# What an upstream's own error text may carry that a user must not see: keys (whole or
+# masked, as OpenAI echoes them: "sk-proj-****abcd"), bearer tokens, and addresses.
+_SECRET = re.compile(r"\b(?:sk|rk|pk)-[\w*-]{3,}|\bAIza[\w-]{10,}|\bBearer\s+[\w.~+/=-]+"
+                     r"|\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{32,}")
+_ADDRESS = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>)]*[^\s'\"<>).,;:]|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+
+
+def redact(text: str) -> str:
+    """`text` without credentials or addresses, for an answer to a user."""
+    return _ADDRESS.sub("[address]", _SECRET.sub("[redacted]", text))
+
+
 class ProviderError(Exception):
-    """A provider failed; `code` is the wire contract's code ("provider_error" or "unavailable")."""
+    """A provider failed; `code` is the wire contract's code ("provider_error" or "unavailable").
+    Its message is redacted here, the one place, whoever built it from whatever the upstream said."""
 
     code: str = "provider_error"
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message  # safe to show a user: names no address, host or credential
-        self.detail = detail  # for the log: what the transport said, addresses included
+        safe = redact(message)
+        super().__init__(safe)
+        self.message = safe  # safe to show a user: names no address, host or credential
+        # for the log: what the transport said, addresses included
+        self.detail = detail if detail is not None or safe == message else message
         self.status = status
         if code is not None:
             self.code = code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from providers.base import ProviderError
 from providers.transport import error_detail
 
 RECORDINGS = Path(__file__).parent / "recordings"
@@ -39,3 +40,15 @@ def test_plain_text_and_empty_bodies() -> None:
 
 def test_json_without_known_fields_falls_back_to_the_text() -> None:
     assert error_detail(b'{"status": "bad"}', "application/json") == '{"status": "bad"}'
+
+
+def test_provider_error_messages_name_no_key_or_address_and_the_log_detail_keeps_them() -> None:
+    said = ("openai returned HTTP 401: Incorrect API key provided: sk-proj-********abcd. You can find your "
+            "API key at https://platform.openai.com/account/api-keys. (via 10.0.3.7:8080, Bearer abc.def)")
+    err = ProviderError(said)
+    assert err.message == ("openai returned HTTP 401: Incorrect API key provided: [redacted]. You can find your "
+                           "API key at [address]. (via [address], [redacted])")
+    assert str(err).startswith(err.message) and err.detail == said
+    plain = ProviderError("ollama stream error: model 'llama3.1' not found, try pulling it first")
+    assert plain.message == "ollama stream error: model 'llama3.1' not found, try pulling it first"
+    assert plain.detail is None
