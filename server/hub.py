@@ -30,7 +30,8 @@ class Subscription:
         self.joined = False  # counted as present (see join)
         self.buffer: list[Event] | None = []  # live events held while the replay runs
         self.skip_through = 0  # seqs up to this one were sent by the replay
-        self.covered: dict[str, int] = {}  # reply id -> its frames before this step were in the snapshot
+        # reply id -> its frames before this step were in the snapshot; None when none were
+        self.covered: dict[str, int] | None = None
 
 
 class Channel:
@@ -142,7 +143,7 @@ class Hub:
             conn.enqueue(frame)
         buffered, sub.buffer = sub.buffer or [], None
         sub.skip_through = max(last_seq, sub.skip_through)
-        sub.covered = covered
+        sub.covered = covered or None
         for ev in buffered:
             self._send_one(sub, ev)
         self._release(ch)

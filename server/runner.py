@@ -16,6 +16,7 @@ import psutil
 import uvicorn
 
 from .settings import Settings
+from .wsprotocol import SocketProtocol
 
 log = logging.getLogger("chat")
 
@@ -146,9 +147,10 @@ class ClientFaultsAreNotErrors(logging.Filter):
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    """The transport choices are measured in bench/: sansio WebSockets, no per-message deflate."""
+    """The transport choices are measured in bench/: sansio WebSockets (our leaner subclass of
+    uvicorn's, see wsprotocol.py), no per-message deflate."""
     options: dict[str, Any] = dict(
-        host=settings.host, port=settings.port, ws="websockets-sansio", http="httptools", interface="asgi3",
+        host=settings.host, port=settings.port, ws=SocketProtocol, http="httptools", interface="asgi3",
         loop="uvloop", ws_per_message_deflate=False,
         # uvicorn drops frames above this outright; below it our own limit answers with an error first
         ws_max_size=max(4 * settings.ws_max_frame_bytes, 1 << 20),

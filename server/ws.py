@@ -67,31 +67,9 @@ class SocketEndpoint:
         if (await receive())["type"] != "websocket.connect":
             return
         node: Node = scope["state"]["node"]
-        origin, authorization = _header(scope, b"origin"), _header(scope, b"authorization")
-        allowed = self.settings.ws_allowed_origins
-        if origin and allowed and origin not in allowed and "*" not in allowed:
-            log.info("ws refused: origin %s not allowed", origin)
-            await send({"type": "websocket.close", "code": 4403})  # before accept: HTTP 403
+        conn = await self._open(node, scope, receive, send)
+        if conn is None:
             return
-        token = bearer(authorization)
-        if token is None:
-            token = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [None])[0]
-        await send({"type": "websocket.accept"})
-        found = await self._authenticate(node, token, receive, send)
-        if found is None:
-            return
-        user, token = found
-        conn = Connection(user, send, self.settings.ws_queue_frames, close_timeout=self.settings.ws_close_timeout,
-                          token=token_hash(token))
-        try:
-            await node.connect(conn)
-        except ChatError as e:
-            await _refuse(send, e, CLOSE_POLICY, "too many connections", node.metrics)
-            return
-        self.connections.add(conn)
-        conn.start()
-        log.info("ws open conn=%s user=%s", conn.id, user.id, extra={"conn": conn.id, "user": user.id})
-        conn.enqueue(protocol.encode(protocol.hello(user, datetime.now(timezone.utc))))
         try:
             await self._serve(node, conn, receive)
         finally:
@@ -101,8 +79,38 @@ class SocketEndpoint:
             if conn.closed_by_server:
                 node.metrics.closed(conn.close_code)
             await conn.finish()
-            log.info("ws closed conn=%s user=%s code=%s", conn.id, user.id, conn.close_code,
-                     extra={"conn": conn.id, "user": user.id})
+            log.info("ws closed conn=%s user=%s code=%s", conn.id, conn.user.id, conn.close_code,
+                     extra={"conn": conn.id, "user": conn.user.id})
+
+    async def _open(self, node: Node, scope: Scope, receive: Receive, send: Send) -> Connection | None:
+        """Origin check, accept, auth, the user's connection limit; then `hello`. Its own frame,
+        so the headers and the token it reads are not kept alive for the socket's life."""
+        origin, authorization = _header(scope, b"origin"), _header(scope, b"authorization")
+        allowed = self.settings.ws_allowed_origins
+        if origin and allowed and origin not in allowed and "*" not in allowed:
+            log.info("ws refused: origin %s not allowed", origin)
+            await send({"type": "websocket.close", "code": 4403})  # before accept: HTTP 403
+            return None
+        token = bearer(authorization)
+        if token is None:
+            token = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [None])[0]
+        await send({"type": "websocket.accept"})
+        found = await self._authenticate(node, token, receive, send)
+        if found is None:
+            return None
+        user, token = found
+        conn = Connection(user, send, self.settings.ws_queue_frames, close_timeout=self.settings.ws_close_timeout,
+                          token=token_hash(token))
+        try:
+            await node.connect(conn)
+        except ChatError as e:
+            await _refuse(send, e, CLOSE_POLICY, "too many connections", node.metrics)
+            return None
+        self.connections.add(conn)
+        conn.start()
+        log.info("ws open conn=%s user=%s", conn.id, user.id, extra={"conn": conn.id, "user": user.id})
+        conn.enqueue(protocol.encode(protocol.hello(user, datetime.now(timezone.utc))))
+        return conn
 
     async def _authenticate(self, node: Node, token: str | None, receive: Receive,
                             send: Send) -> tuple[User, str] | None:
@@ -129,12 +137,18 @@ class SocketEndpoint:
         return None
 
     async def _serve(self, node: Node, conn: Connection, receive: Receive) -> None:
+        """The reading loop. While it waits for a frame it holds nothing of the last one, and
+        the typing bucket and the set of sends in flight exist only once a frame needs them."""
         s = self.settings
         bucket = TokenBucket(s.ws_rate_per_second, s.ws_rate_burst)
-        typing = TokenBucket(s.ws_typing_per_second, s.ws_typing_per_second * 2)
+        typing: TokenBucket | None = None
         strikes = 0
-        sending: set[asyncio.Task[None]] = set()
+        sending: set[asyncio.Task[None]] | None = None
+        msg: dict[str, Any] | None
+        data: str | bytes | None
+        cmd: Command | None
         while not conn.closing:
+            msg = data = cmd = ref = None  # waiting for a frame, nothing of the last one is kept
             msg = await receive()
             if msg["type"] != "websocket.receive":
                 conn.disconnected(msg.get("code", 1005))
@@ -154,7 +168,6 @@ class SocketEndpoint:
                                          node.metrics))
                 continue
             strikes = 0
-            ref = None
             try:
                 cmd, ref = protocol.parse(data, s)
                 if isinstance(cmd, SendMessage):
@@ -164,12 +177,16 @@ class SocketEndpoint:
                     # Sends run as tasks so the next frames are read while this one is stored:
                     # sends arriving during a write share its next commit, in arrival order
                     # (see Node.send). A bounded number per socket; then reading waits.
+                    if sending is None:
+                        sending = set()
                     while len(sending) >= SENDS_IN_FLIGHT:
                         await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
                     task = asyncio.get_running_loop().create_task(self._send(node, conn, cmd, ref))
                     sending.add(task)
                     task.add_done_callback(sending.discard)
                     continue
+                if isinstance(cmd, Typing) and typing is None:
+                    typing = TokenBucket(s.ws_typing_per_second, s.ws_typing_per_second * 2)
                 await self._dispatch(node, conn, cmd, ref, typing)
             except Exception as e:
                 conn.enqueue(error_frame(e, ref, node.metrics))
@@ -185,12 +202,13 @@ class SocketEndpoint:
             ais = [t.info() for t in sent.side_by_side] if sent.side_by_side else None
             conn.enqueue(protocol.encode(protocol.message_ack(ref, sent.message, sent.ai, sent.duplicate, ais)))
 
-    async def _dispatch(self, node: Node, conn: Connection, cmd: Command, ref: Any, typing: TokenBucket) -> None:
+    async def _dispatch(self, node: Node, conn: Connection, cmd: Command, ref: Any,
+                        typing: TokenBucket | None) -> None:
         if isinstance(cmd, Subscribe):
             await node.subscribe(conn, cmd, ref)
         elif isinstance(cmd, Typing):
             # over the typing rate it is dropped quietly: it is only a hint
-            node.typing(conn, cmd, publish=typing.take() == 0.0)
+            node.typing(conn, cmd, publish=typing is not None and typing.take() == 0.0)
         elif isinstance(cmd, Unsubscribe):
             node.unsubscribe(conn, cmd.conversation_id)
             conn.enqueue(protocol.encode(protocol.unsubscribed(cmd.conversation_id, ref)))
