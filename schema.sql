@@ -216,3 +216,5 @@ END $$;
 -- server that was only late then spends the rest of its real cost, never it twice.
 ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS charged_usd numeric(16, 8);
 ALTER TABLE budget_reservations ADD COLUMN IF NOT EXISTS released_at timestamptz;
+CREATE INDEX IF NOT EXISTS budget_reservations_released ON budget_reservations (released_at)
+    WHERE released_at IS NOT NULL;

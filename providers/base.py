@@ -43,15 +43,29 @@ class Timeouts:
 
 
 # What an upstream's own error text may carry that a user must not see: keys (whole or
-# masked, as OpenAI echoes them: "sk-proj-****abcd"), bearer tokens, and addresses.
-_SECRET = re.compile(r"\b(?:sk|rk|pk)-[\w*-]{3,}|\bAIza[\w-]{10,}|\bBearer\s+[\w.~+/=-]+"
-                     r"|\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{32,}")
-_ADDRESS = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>)]*[^\s'\"<>).,;:]|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+# masked, as OpenAI echoes them: "sk-proj-****abcd"), bearer tokens, `key=...` pairs, long
+# opaque tokens (letters and digits, no hyphen: not a model name or a UUID), and addresses
+# (URLs, IPv4, host:port). Every pattern starts only where a run of its characters starts,
+# so a long upstream text costs linear time.
+_SECRET = re.compile(r"(?<![\w-])(?:sk|rk|pk|gsk)[-_][\w*-]{3,}|(?<![\w-])AIza[\w-]{10,}"
+                     r"|(?i:(?<![\w-])bearer\s+[\w.~+/=-]{8,})"
+                     r"|(?i:(?<![\w-])(?:api[_-]?key|key|token|secret|password)\s*[=:]\s*[^\s&,;'\"]+)")
+_OPAQUE = re.compile(r"(?<![\w-])[A-Za-z0-9_]{32,}(?![\w-])")
+_ADDRESS = re.compile(r"(?<![\w.+-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>)]*[^\s'\"<>).,;:]"
+                      r"|(?<![\w.:])\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?(?![\w.])"
+                      r"|(?<![\w.-])(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{2,5}(?!\d)")
+_REDACT_CHARS = 2000  # what a user is shown of an upstream's text at most
+
+
+def _opaque(found: re.Match[str]) -> str:
+    token = found.group(0)
+    return "[redacted]" if any(c.isdigit() for c in token) and any(c.isalpha() for c in token) else token
 
 
 def redact(text: str) -> str:
     """`text` without credentials or addresses, for an answer to a user."""
-    return _ADDRESS.sub("[address]", _SECRET.sub("[redacted]", text))
+    text = text[:_REDACT_CHARS]
+    return _ADDRESS.sub("[address]", _OPAQUE.sub(_opaque, _SECRET.sub("[redacted]", text)))
 
 
 class ProviderError(Exception):
@@ -66,7 +80,7 @@ class ProviderError(Exception):
         super().__init__(safe)
         self.message = safe  # safe to show a user: names no address, host or credential
         # for the log: what the transport said, addresses included
-        self.detail = detail if detail is not None or safe == message else message
+        self.detail = detail if safe == message else message if detail is None else f"{message}; {detail}"
         self.status = status
         if code is not None:
             self.code = code

@@ -20,6 +20,7 @@ from providers.base import (
     ProviderProtocolError,
     ProviderTimeout,
     Timeouts,
+    redact,
 )
 
 _SNIPPET = 200  # characters of an upstream error text worth showing to a user
@@ -347,7 +348,7 @@ def _json_message(value: Any) -> str | None:
 
 
 def _trim(text: str) -> str:
-    text = _WS.sub(" ", text).strip()
+    text = _WS.sub(" ", redact(text)).strip()  # before the cut, which could leave half a key unrecognised
     return text if len(text) <= _SNIPPET else text[: _SNIPPET - 1].rstrip() + "…"
 
 

@@ -85,7 +85,12 @@ class Connection:
             return
         if self._idle:
             direct = self._direct
-            if direct is None or not direct.write(event.wire):
+            try:
+                written = direct is not None and direct.write(event.wire)
+            except Exception:  # the transport failed under us: this socket only, never the fan-out
+                self.disconnected(1006)
+                return
+            if not written:
                 self._write_now(event.send)
             return
         queue = self._queue
@@ -217,7 +222,7 @@ class Direct:
     def write(self, wire: bytes) -> bool:
         proto, conn = self.proto, self.conn
         if proto.close_sent or proto.disconnected or not proto.writable.is_set() \
-                or conn.state is not OPEN or conn.expect_continuation_frame:
+                or conn.state is not OPEN or conn.expect_continuation_frame or self.transport.is_closing():
             return False
         self.transport.write(wire)
         return True

@@ -9,7 +9,8 @@ given the same budget each. A send that timed out may still commit once the data
 
 A pool that is only busy is not a database that is gone: when every connection stays taken
 for a whole deadline (a burst of AI turns, a slow disk) but statements keep completing, a
-caller waits on in line; only when none has completed for a deadline is it `unavailable`.
+caller waits on in line, up to `BUSY_DEADLINES` deadlines in all; when none has completed
+for a deadline, or past that, it is `unavailable`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ _DOWN: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+
+
+BUSY_DEADLINES = 5  # the longest a caller waits in line for a connection of a busy pool, in deadlines
 
 
 async def _keep_session(con: asyncpg.Connection) -> None:
@@ -72,12 +76,14 @@ class Database:
         return asyncio.get_running_loop().time() - self.answered <= self.deadline
 
     async def _acquire_busy(self) -> Any:
-        """Every connection was taken for a whole deadline, yet statements complete: wait in
-        line (a task of its own from here, so the place is kept) while they go on completing."""
+        """Every connection was taken for a whole deadline, yet statements complete: wait on in
+        line while they go on completing, within `BUSY_DEADLINES` deadlines in all (asyncpg's
+        pool does not keep a waiter's place, so a bound is what keeps one caller from waiting forever)."""
         waiting = asyncio.ensure_future(self.pool.acquire())
+        give_up = asyncio.get_running_loop().time() + (BUSY_DEADLINES - 1) * self.deadline
         try:
             while not (await asyncio.wait({waiting}, timeout=self.deadline))[0]:
-                if not self._answering():
+                if not self._answering() or asyncio.get_running_loop().time() >= give_up:
                     raise Unavailable("the database is unavailable; retry")
         except BaseException:
             waiting.cancel()
@@ -109,6 +115,9 @@ class Database:
             self.answered = asyncio.get_running_loop().time()
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
+        except asyncpg.PostgresError:
+            self.answered = asyncio.get_running_loop().time()  # a refusal is an answer too
+            raise
         finally:
             await self._release(con)
 
@@ -125,6 +134,9 @@ class Database:
             return result
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
+        except asyncpg.PostgresError:
+            self.answered = asyncio.get_running_loop().time()  # a refusal is an answer too
+            raise
         finally:
             await self._release(con)
 

@@ -145,7 +145,7 @@ class BudgetStore:
                 f"WITH r AS (DELETE FROM budget_reservations WHERE {holder.column} = $1"
                 "           RETURNING budget_id, period_start, greatest($2 - coalesce(charged_usd, 0), 0) AS due),"
                 " l AS (INSERT INTO budget_ledger AS l (budget_id, period_start, spent_usd)"
-                "       SELECT budget_id, period_start, due FROM r"
+                "       SELECT budget_id, period_start, due FROM r ORDER BY budget_id, period_start"
                 "       ON CONFLICT (budget_id, period_start) DO UPDATE SET spent_usd = l.spent_usd + excluded.spent_usd"
                 "       RETURNING l.budget_id, l.period_start, l.spent_usd, l.warned)"
                 " SELECT l.budget_id, l.period_start FROM l JOIN budgets b ON b.id = l.budget_id"
@@ -180,6 +180,7 @@ class BudgetStore:
                 "            FROM ended e WHERE r.ctid = e.row RETURNING r.budget_id, r.period_start, e.cost),"
                 " spent AS (INSERT INTO budget_ledger AS l (budget_id, period_start, spent_usd)"
                 "           SELECT budget_id, period_start, sum(cost) FROM marked GROUP BY budget_id, period_start"
+                "           ORDER BY budget_id, period_start"
                 "           ON CONFLICT (budget_id, period_start)"
                 "           DO UPDATE SET spent_usd = l.spent_usd + excluded.spent_usd RETURNING 1)"
                 " SELECT count(*) FROM marked")

@@ -13,7 +13,7 @@ RECORDINGS = Path(__file__).parent / "recordings"
 def test_openai_json_error_uses_message_and_type() -> None:
     raw = (RECORDINGS / "openai_error.json").read_bytes()
     detail = error_detail(raw, "application/json")
-    assert detail.startswith("Incorrect API key provided: sk-abc123.")
+    assert detail.startswith("Incorrect API key provided: [redacted].")  # redacted before it is cut
     assert detail.endswith("(invalid_request_error)")
 
 
@@ -44,11 +44,22 @@ def test_json_without_known_fields_falls_back_to_the_text() -> None:
 
 def test_provider_error_messages_name_no_key_or_address_and_the_log_detail_keeps_them() -> None:
     said = ("openai returned HTTP 401: Incorrect API key provided: sk-proj-********abcd. You can find your "
-            "API key at https://platform.openai.com/account/api-keys. (via 10.0.3.7:8080, Bearer abc.def)")
+            "API key at https://platform.openai.com/account/api-keys. (via 10.0.3.7:8080, bearer abcdefgh.ij)")
     err = ProviderError(said)
     assert err.message == ("openai returned HTTP 401: Incorrect API key provided: [redacted]. You can find your "
                            "API key at [address]. (via [address], [redacted])")
     assert str(err).startswith(err.message) and err.detail == said
-    plain = ProviderError("ollama stream error: model 'llama3.1' not found, try pulling it first")
-    assert plain.message == "ollama stream error: model 'llama3.1' not found, try pulling it first"
-    assert plain.detail is None
+    for secret, shown in [("GET /v1?key=hunter2secret failed", "GET /v1?[redacted] failed"),
+                          ("ollama at localhost:11434 refused", "ollama at [address] refused"),
+                          ("token abcdef0123456789abcdef0123456789ab expired", "token [redacted] expired"),
+                          ("groq said gsk_****wxyz is invalid", "groq said [redacted] is invalid")]:
+        assert ProviderError(secret).message == shown
+
+
+def test_provider_error_messages_keep_model_names_ids_and_words() -> None:
+    for plain in ["ollama stream error: model 'llama3.1' not found, try pulling it first",
+                  "model gpt-4o-mini-realtime-preview-2024-12-17 does not exist",
+                  "request 5f0c6a9e-1b2c-4d3e-9f00-123456789abc failed: this endpoint requires a Bearer token",
+                  "rate limited: retry in 20s (limit 10000 tokens per minute)"]:
+        err = ProviderError(plain)
+        assert err.message == plain and err.detail is None
