@@ -74,3 +74,21 @@ async def test_a_resent_client_id_in_a_batch_returns_the_stored_message(store: S
     seqs = await store.db.fetchval("SELECT array_agg(seq ORDER BY seq) FROM messages WHERE conversation_id = $1",
                                      conv.id)
     assert list(seqs) == [1, 2, 3]
+
+
+async def test_a_sender_cancelled_while_queued_keeps_its_place_and_its_message_is_stored(store: Store) -> None:
+    a = await person(store)
+    conv = await store.create_conversation(a.id, "cancel", "solo", False, None, [])
+    writer = MessageWriter(store.messages)
+    first = asyncio.ensure_future(writer.insert(conv.id, a, "one", None))  # written at once; the rest queue
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(writer.insert(conv.id, a, "two", None))
+    third = asyncio.ensure_future(writer.insert(conv.id, a, "three", None))
+    await asyncio.sleep(0)
+    second.cancel()
+    (m1, _), (m3, _) = await first, await third
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    rows = await store.db.fetch("SELECT seq, content FROM messages WHERE conversation_id = $1 ORDER BY seq", conv.id)
+    assert [(r["seq"], r["content"]) for r in rows] == [(1, "one"), (2, "two"), (3, "three")]
+    assert (m1.seq, m3.seq) == (1, 3)
