@@ -12,7 +12,7 @@ from pathlib import Path
 
 from server import logs
 from server.app import create_app
-from server.runner import ChatServer, DataDirLock, EmbeddedPostgres, uvicorn_config
+from server.runner import ChatServer, DataDirLock, EmbeddedPostgres, tune_gc, uvicorn_config
 from server.settings import load_settings
 from server.workers import WORKER_ENV, PrivateRedis, Workers, reuse_port_socket, tell_ready
 
@@ -93,6 +93,7 @@ def main(argv: list[str]) -> int:
             env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
             return Workers(settings.workers, [str(Path(__file__).resolve()), *argv], env, settings.node_id).run(
                 announce)
+        tune_gc()
         app = create_app(settings)
         # uvicorn ends this process by re-raising SIGTERM once it has shut down: what this
         # process started is stopped in its shutdown (on_stopped), not in a `finally` here.
