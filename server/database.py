@@ -40,7 +40,8 @@ async def _keep_session(con: asyncpg.Connection) -> None:
 
 class Database:
     """fetch / fetchrow / fetchval / execute on the pool, or `connection()` / `transaction()` for
-    several statements; every one within `deadline` seconds or `Unavailable`."""
+    several statements; each statement within `deadline` seconds or `Unavailable`, after at most
+    a deadline in line for a connection (`BUSY_DEADLINES` while the database keeps answering)."""
 
     def __init__(self, pool: asyncpg.Pool, deadline: float) -> None:
         self.pool = pool
@@ -71,6 +72,10 @@ class Database:
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
         return await self._acquire_busy()
+
+    def _heard(self) -> None:
+        """A statement completed, or was refused: the database answers."""
+        self.answered = asyncio.get_running_loop().time()
 
     def _answering(self) -> bool:
         return asyncio.get_running_loop().time() - self.answered <= self.deadline
@@ -112,11 +117,11 @@ class Database:
         con = await self._acquire()
         try:
             yield con
-            self.answered = asyncio.get_running_loop().time()
+            self._heard()
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
         except asyncpg.PostgresError:
-            self.answered = asyncio.get_running_loop().time()  # a refusal is an answer too
+            self._heard()
             raise
         finally:
             await self._release(con)
@@ -130,12 +135,12 @@ class Database:
         con = await self._acquire()
         try:
             result = await getattr(con, method)(sql, *args)
-            self.answered = asyncio.get_running_loop().time()
+            self._heard()
             return result
         except _DOWN as e:
             raise Unavailable("the database is unavailable; retry") from e
         except asyncpg.PostgresError:
-            self.answered = asyncio.get_running_loop().time()  # a refusal is an answer too
+            self._heard()
             raise
         finally:
             await self._release(con)

@@ -43,7 +43,7 @@ from .inputs import (
 )
 from .metrics import Metrics
 from .nodes import Nodes
-from .prefetch import Prefetch, ai_target
+from .prefetch import Prefetch
 from .protocol import SendMessage, Subscribe, Typing
 from .ratelimit import Limits
 from .records import (
@@ -55,7 +55,7 @@ from .records import (
     openai_models_wire,
     rfc3339,
 )
-from .routing import Router
+from .routing import Router, ai_target
 from .sessions import Sessions
 from .settings import Settings
 from .stats import ModelStats

@@ -29,43 +29,12 @@ from .broker import Broker
 from .budgets import Budgets
 from .errors import ChatError
 from .metrics import Metrics
+from .prompt import prompt_for, window
 from .records import Line, Message, Room, User
-from .routing import Router, address
+from .routing import Router, ai_target
 from .settings import Settings
 
 log = logging.getLogger("chat.prefetch")
-
-SYSTEM_PROMPT = (
-    "You are the AI participant of a chat conversation. Answer the latest message helpfully "
-    "and concisely."
-)
-
-
-def prompt_for(mode: str, history: list[Line], instructions: str | None) -> list[ChatMessage]:
-    """What a turn sends: the server's system prompt, the room's instructions after it, then the
-    history; in rooms each user line says who spoke."""
-    named = mode != "solo"
-    system = [ChatMessage("system", SYSTEM_PROMPT)]
-    if instructions:
-        system.append(ChatMessage("system", f"Instructions for this conversation, from its owner:\n{instructions}"))
-    return [*system, *(
-        ChatMessage(line.role, f"{line.author}: {line.content}"
-                    if named and line.role == "user" and line.author is not None else line.content)
-        for line in history
-    )]
-
-
-def ai_target(room: Room, content: str, model: str | None, ai: bool | None,
-              aliases: dict[str, str]) -> tuple[str | None, str] | None:
-    """Whether a user message starts one AI turn here, and with which requested model and tier
-    (`message`: its own `model` field; `mention`: an @alias); None when it starts none."""
-    if not room.with_ai or ai is False:
-        return None
-    to = address(content, aliases)
-    if ai is None and room.ai_answers == "mentions" and not to.addressed:
-        return None
-    return (model, "message") if model is not None else (to.model, "mention")
-
 
 @dataclass(eq=False)
 class Recent:
@@ -268,18 +237,3 @@ class Prefetcher:
         """What this process knew of the conversation may be out of date (its settings or
         members changed, or a seq it did not see)."""
         self.recent.pop(cid, None)
-
-
-def window(lines: list[tuple[int, Line]], messages: int, chars: int) -> list[tuple[int, Line]]:
-    """The history `start_reply` reads, from (seq, line) filtered as it filters them: the latest
-    `messages`, as far back as their content fits in `chars` (the newest always, cut to it)."""
-    out: list[tuple[int, Line]] = []
-    total = 0
-    for seq, line in reversed(lines[-messages:] if messages > 0 else []):
-        total += len(line.content)
-        if total <= chars or total == len(line.content):
-            cut = max(0, len(line.content) - chars)  # SQL's right(content, chars)
-            out.append((seq, Line(line.role, line.content[cut:], line.author) if cut else line))
-    out.reverse()
-    return out
-

@@ -10,6 +10,7 @@ from decimal import Decimal
 from providers.registry import Backend, ModelNotServed, Registry
 
 from .errors import UnknownModel
+from .records import Room
 
 TIERS = ("message", "conversation", "system")
 AI_MENTION = "ai"  # @ai addresses the AI without naming a model
@@ -35,6 +36,18 @@ def address(content: str, aliases: dict[str, str]) -> Address:
             return Address(True, aliases[name], name)
         addressed = addressed or name == AI_MENTION
     return Address(addressed)
+
+
+def ai_target(room: Room, content: str, model: str | None, ai: bool | None,
+              aliases: dict[str, str]) -> tuple[str | None, str] | None:
+    """Whether a user message starts one AI turn here, and with which requested model and tier
+    (`message`: its own `model` field; `mention`: an @alias); None when it starts none."""
+    if not room.with_ai or ai is False:
+        return None
+    to = address(content, aliases)
+    if ai is None and room.ai_answers == "mentions" and not to.addressed:
+        return None
+    return (model, "message") if model is not None else (to.model, "mention")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from .errors import ChatError, Forbidden, NotFound, Unavailable
 from .events import Event
 from .hub import Hub
 from .metrics import Metrics
-from .prefetch import Prefetch, Prefetcher, prompt_for
+from .prefetch import Prefetch, Prefetcher
+from .prompt import prompt_for
 from .records import Message, Room, User
 from .replies import Replies
 from .routing import Choice, Router
@@ -394,7 +395,4 @@ class Turns:
             listener(frame["type"], frame)
 
 
-
 Outcome = tuple[str, "str | None", "str | None", "StreamEnd | None"]  # status, error code, error text, end
-
-
