@@ -30,7 +30,9 @@ def prompt_for(mode: str, history: list[Line], instructions: str | None) -> list
 
 def window(lines: list[tuple[int, Line]], messages: int, chars: int) -> list[tuple[int, Line]]:
     """The history `start_reply` reads, from (seq, line) filtered as it filters them: the latest
-    `messages`, as far back as their content fits in `chars` (the newest always, cut to it)."""
+    `messages`, as far back as their content fits in `chars` (the newest always, cut to it).
+    Only for lines in seq order, each reply right after its trigger: the late replies
+    `start_reply` moves up never occur where prefetch keeps a conversation (`Prefetcher.started`)."""
     out: list[tuple[int, Line]] = []
     total = 0
     for seq, line in reversed(lines[-messages:] if messages > 0 else []):

@@ -137,9 +137,13 @@ class MessageStore:
         route_reason: str | None = None,
     ) -> tuple[Message, list[tuple[int, Line]], str | None]:
         """Store an empty `streaming` reply (which fixes its seq) and read the history it answers
-        (seq, line) and the conversation's instructions, in one round trip. The history is the latest `history_messages` messages up to the trigger,
-        oldest first, as far back as their content fits in `history_chars` characters (the newest
-        one always, cut to the budget); replies that did not complete are left out."""
+        (seq, line) and the conversation's instructions, in one round trip. The history is the
+        latest `history_messages` messages up to the trigger, oldest first, as far back as their
+        content fits in `history_chars` characters (the newest one always, cut to the budget);
+        replies that did not complete are left out. A reply to an earlier message that was stored
+        after the trigger (the trigger was sent while it was queued) and has completed since is
+        in it too, right after its own trigger: the model knows what it answered before, and the
+        trigger stays the last line."""
         row = await self.db.fetchrow(
             "WITH c AS (UPDATE conversations SET last_seq = last_seq + 1, activity_at = now()"
             "           WHERE id = $1 RETURNING last_seq, instructions),"
@@ -147,14 +151,23 @@ class MessageStore:
             "                             reply_to, reply_id, owner_node, tier, requested_by, route_reason)"
             f"      SELECT $1, c.last_seq, 'assistant', '', $4, 'streaming', $2, $3, $5, $9, $10, $11 FROM c"
             f"      {_RETURNING}),"
-            " h AS (SELECT role, content, author_id, seq,"
-            "              sum(length(content)) OVER (ORDER BY seq DESC) AS total"
-            "       FROM messages WHERE conversation_id = $1 AND seq <= $6"
-            "         AND (role = 'user' OR (status = 'complete' AND content <> ''))"
-            "       ORDER BY seq DESC LIMIT $7)"
+            " upto AS (SELECT role, content, author_id, seq, seq AS at FROM messages"
+            "          WHERE conversation_id = $1 AND seq <= $6"
+            "            AND (role = 'user' OR (status = 'complete' AND content <> ''))"
+            "          ORDER BY seq DESC LIMIT $7),"
+            # replies to earlier messages that were stored after the trigger (it was sent while
+            # they were queued) and have completed since: each in its place, after its own trigger
+            " late AS (SELECT m.role, m.content, m.author_id, m.seq, t.seq AS at"
+            "          FROM messages m JOIN messages t ON t.id = m.reply_to"
+            "          WHERE m.conversation_id = $1 AND m.seq > $6 AND t.seq < $6"
+            "            AND m.status = 'complete' AND m.content <> ''),"
+            " h AS (SELECT role, content, author_id, seq, at,"
+            "              sum(length(content)) OVER (ORDER BY at DESC, seq DESC) AS total"
+            "       FROM (SELECT * FROM upto UNION ALL SELECT * FROM late) AS lines"
+            "       ORDER BY at DESC, seq DESC LIMIT $7)"
             f" SELECT r.*, {_NO_NAMES}, (SELECT instructions FROM c) AS instructions,"
             "  (SELECT coalesce(json_agg(json_build_array(h.role, right(h.content, $8), hu.display_name, h.seq)"
-            "                            ORDER BY h.seq), '[]')"
+            "                            ORDER BY h.at, h.seq), '[]')"
             "   FROM h LEFT JOIN users hu ON hu.id = h.author_id"
             "   WHERE h.total <= $8 OR h.total = length(h.content)) AS history"
             " FROM r",

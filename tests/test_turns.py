@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from server.records import FinalReply
 from server.settings import ProviderConfig
 from tests.conftest import Client, Running, Socket, running_server
 from tests.fakes import FakeAnthropic, FakeOpenAI
@@ -477,3 +478,32 @@ async def test_side_by_side_replies_stream_at_once_each_its_own_message_and_canc
                 {"models": ["openai:gpt-a", "anthropic:claude-x"], "model": "openai:gpt-a"}):
         assert (await u.send(c["id"], "x", **bad)).status == 422, bad
     await s.close()
+
+
+async def test_a_reply_stored_after_the_next_message_is_in_that_messages_history_after_its_own_trigger(
+        database_url: str, http: Any) -> None:
+    """"two" was sent while the turn for "one" was still queued, so its seq is below that reply's:
+    the turn answering "two" still sees the reply to "one", in its place, and "two" stays last;
+    answering "one" again does not see it (it answers the same message)."""
+    async with running_server(database_url, node_id="late") as srv:
+        c = Client(http, srv.base_url, srv.ws_url)
+        u = await c.user()
+        conv = await u.conversation(with_ai=False)
+        one = (await u.send(conv["id"], "one")).body["message"]
+        two = (await u.send(conv["id"], "two")).body["message"]
+        store = srv.node.store
+        r1, history, _ = await store.messages.start_reply(conv["id"], one["id"], one["seq"], "r-one", "echo:echo",
+                                                          "system", u.id, "late", 40, 1000)
+        assert [line.content for _, line in history] == ["one"]
+        await store.messages.finish_reply(FinalReply(r1.id, "reply to one", "complete", "echo:echo", "system", None,
+                                                     None, None, None, None, None, None, None))
+        _, history, _ = await store.messages.start_reply(conv["id"], two["id"], two["seq"], "r-two", "echo:echo",
+                                                         "system", u.id, "late", 40, 1000)
+        assert [(seq, line.role, line.content) for seq, line in history] == [
+            (one["seq"], "user", "one"), (r1.seq, "assistant", "reply to one"), (two["seq"], "user", "two")]
+        _, again, _ = await store.messages.start_reply(conv["id"], one["id"], one["seq"], "r-again", "echo:echo",
+                                                       "system", u.id, "late", 40, 1000)
+        assert [line.content for _, line in again] == ["one"]
+        _, short, _ = await store.messages.start_reply(conv["id"], two["id"], two["seq"], "r-short", "echo:echo",
+                                                       "system", u.id, "late", 2, 1000)
+        assert [line.content for _, line in short] == ["reply to one", "two"]
