@@ -173,6 +173,20 @@ class Client:
         assert hello["type"] == "hello", hello
         return sock
 
+    async def ws_when_free(self, token: str, timeout: float = 5.0) -> Socket:
+        """A socket for a user at the connection cap, once a freed slot has been counted (a
+        close reaches the count after the client's close returns): refused ones are retried."""
+        async with asyncio.timeout(timeout):
+            while True:
+                conn = await websockets.connect(self.ws_url, additional_headers={"Authorization": f"Bearer {token}"},
+                                                max_queue=None)
+                first = orjson.loads(await conn.recv())
+                if first["type"] == "hello":
+                    return Socket(conn)
+                assert first["type"] == "error" and first["code"] == "rate_limited", first
+                await conn.close()
+                await asyncio.sleep(0.05)
+
 
 class User:
     def __init__(self, client: Client, token: str, user: dict[str, Any]) -> None:

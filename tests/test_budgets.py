@@ -92,7 +92,7 @@ async def test_ten_turns_at_once_near_the_limit_do_not_all_slip_through(budget: 
     # Room for three estimates (and the prompts' few tokens), not four.
     limit = float(estimate) * 3.5
     await budget.admin.call("PUT", f"/budgets/users/{u.id}", {"period": "day", "limit_usd": limit})
-    budget.fake.delay = 0.3  # every admitted turn is still running when the others ask
+    budget.fake.delay = 1.0  # every admitted turn is still running when the others ask
     replies = await asyncio.gather(*(ask(u, c["id"], "go") for c in convs))
     statuses = sorted(r["status"] for r in replies)
     assert statuses.count("complete") == 3 and statuses.count("error") == 7
@@ -124,7 +124,7 @@ async def test_a_conversation_budget_is_the_owners_and_warns_the_owner_once_per_
 
 async def test_a_budget_check_the_database_cannot_answer_ends_the_turn_with_unavailable_for_everyone(
         postgres_url: str, http: Any) -> None:
-    async with running_server(await fresh_database(postgres_url), db_timeout=0.5) as srv:
+    async with running_server(await fresh_database(postgres_url), db_timeout=2.0) as srv:
         client = Client(http, srv.base_url, srv.ws_url)
         admin = await client.user("admin")
         u = await client.user()

@@ -101,11 +101,11 @@ async def test_a_pool_busy_past_the_deadline_makes_callers_wait_in_line_while_th
         database_url: str) -> None:
     database = await Database.connect(database_url, min_size=2, max_size=2, deadline=0.5)
     try:
-        # 16 statements of 0.2 s on 2 connections: the last ones wait ~1.4 s for a connection,
-        # well past the 0.5 s deadline, while the others keep completing.
+        # 10 statements of 0.2 s on 2 connections: the last ones wait ~0.8 s for a connection,
+        # past the 0.5 s deadline, while the others keep completing.
         results = await asyncio.gather(*(database.fetchval("SELECT $1::int FROM pg_sleep(0.2)", i)
-                                         for i in range(16)))
-        assert results == list(range(16))
+                                         for i in range(10)))
+        assert results == list(range(10))
         assert await database.fetchval("SELECT 1") == 1  # every connection came back to the pool
     finally:
         await database.close()
@@ -224,14 +224,14 @@ async def test_an_idle_http_connection_is_kept_for_http_keep_alive_then_closed_b
         await reader.readexactly(length)
         return head.split(b"\r\n")[0]
 
-    async with running_server(database_url, http_keep_alive=1.0) as srv:
+    async with running_server(database_url, http_keep_alive=2.0) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.settings.port)
         assert await get(reader, writer) == b"HTTP/1.1 200 OK"
         await asyncio.sleep(0.5)
         assert await get(reader, writer) == b"HTTP/1.1 200 OK"  # the same connection, still open
         started = time.monotonic()
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server, idle
-        assert 0.7 < time.monotonic() - started < 3.0
+        assert 1.2 < time.monotonic() - started < 6.0
         writer.close()
 
 
@@ -287,7 +287,8 @@ async def test_a_reply_whose_server_died_is_ended_by_a_survivor_within_three_hea
             os.kill(doomed.popen.pid, signal.SIGKILL)
             started = time.monotonic()
             done = await watcher.until("ai.done", timeout=10)
-            assert time.monotonic() - started < 3 * 0.3 + 2  # three heartbeats, and the survivor's next round
+            # three heartbeats and the survivor's next round (a second or two), well before the default 15 s
+            assert time.monotonic() - started < 3 * 0.3 + 4
             reply = done["message"]
             assert reply["status"] == "interrupted" and reply["content"] and words.startswith(reply["content"])
             await watcher.close()

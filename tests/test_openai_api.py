@@ -261,7 +261,8 @@ async def test_a_user_over_budget_gets_insufficient_quota_before_any_provider_ca
 
 async def test_concurrent_completions_per_user_are_capped_with_a_429(api: Rig) -> None:
     sdk, _ = await api.sdk()
-    api.house.tokens, api.house.delay = ["a", "b", "c", "d", "e"], 0.1
+    # 2.5 s per stream: both still hold their slots when the third asks, however slow the machine
+    api.house.tokens, api.house.delay = ["a", "b", "c", "d", "e"], 0.5
     streams = [await sdk.chat.completions.create(model="openai:house", stream=True,
                                                  messages=[{"role": "user", "content": "hi"}]) for _ in range(2)]
     with pytest.raises(openai.RateLimitError) as err:
@@ -338,9 +339,14 @@ async def test_a_client_leaving_a_non_streamed_completion_closes_the_upstream_re
     api.house.tokens, api.house.delay = [f"t{i} " for i in range(100)], 0.02
     before = api.house.disconnects
     body = {"model": "openai:house", "messages": [{"role": "user", "content": "hi"}]}
-    with pytest.raises(asyncio.TimeoutError):
-        async with asyncio.timeout(0.3):
-            await user.call("POST", "/v1/chat/completions", body)
+    asked = len(api.house.requests)
+    call = asyncio.create_task(user.call("POST", "/v1/chat/completions", body))
+    async with asyncio.timeout(5):  # the request has reached the provider: now the client leaves
+        while len(api.house.requests) == asked:
+            await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
     assert await api.house.wait_disconnects(before + 1, timeout=5) == before + 1
     await api.settled()
     status = await api.srv.node.store.db.fetchval(

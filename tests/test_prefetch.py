@@ -126,14 +126,14 @@ async def test_a_guess_the_stored_history_contradicts_is_dropped_and_the_turn_as
     await ask(u, cid, "one")
     # As another server process would: settings this one has not seen.
     await web.sql("UPDATE conversations SET instructions = 'Answer in French.' WHERE id = $1", cid)
-    web.fake.delay = 0.05  # the guessed request is still streaming when it is found wrong
+    web.fake.delay = 0.5  # the guessed request is still streaming when it is found wrong
     before, asked, cut = await web.prefetches(), len(web.fake.requests), web.fake.disconnects
     body = await held(web, cid, ask(u, cid, "two"), asked + 1)
     assert body["reply"]["content"] == "Hello, world!"
     guessed, real = web.fake.requests[asked:]
     assert "Answer in French." not in str(guessed.json["messages"])
     assert "Answer in French." in str(real.json["messages"])
-    assert await web.fake.wait_disconnects(cut + 1) == cut + 1  # the guess was closed, unread
+    assert await web.fake.wait_disconnects(cut + 1, timeout=5) == cut + 1  # the guess was closed, unread
     after = await web.prefetches()
     assert after["missed"] == before["missed"] + 1 and after["used"] == before["used"]
     web.fake.delay = 0.0
@@ -184,11 +184,11 @@ async def test_a_guessed_turn_the_stored_message_does_not_start_frees_its_provid
     cid = await web.conversation(u)
     await ask(u, cid, "first")
     await web.sql("UPDATE conversations SET with_ai = false WHERE id = $1", cid)  # unseen by the guess
-    web.fake.delay = 0.05
+    web.fake.delay = 0.5  # the guessed request is still streaming when the message is stored
     before, cut = await web.prefetches(), web.fake.disconnects
     body = await held(web, cid, ask(u, cid, "no AI now"), len(web.fake.requests) + 1)
     assert body.get("reply") is None
-    assert await web.fake.wait_disconnects(cut + 1) == cut + 1
+    assert await web.fake.wait_disconnects(cut + 1, timeout=5) == cut + 1
     assert (await web.prefetches())["unused"] == before["unused"] + 1
     web.fake.delay = 0.0
     other = await web.conversation(u)

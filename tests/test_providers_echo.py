@@ -44,7 +44,7 @@ async def test_delay_is_slept_between_tokens() -> None:
     started = time.monotonic()
     deltas, _ = await collect(EchoProvider(delay=0.03).stream("echo", [ChatMessage("user", "a b c d e")]))
     assert len(deltas) == 5
-    assert 0.11 <= time.monotonic() - started < 0.5
+    assert 0.11 <= time.monotonic() - started < 2.0
 
 
 async def test_zero_delay_still_yields_control_to_the_loop() -> None:
@@ -76,7 +76,7 @@ async def test_cancel_stops_at_once() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 1.0  # not the 10 s sleep
     assert got == ["a "]
 
 

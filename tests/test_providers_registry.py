@@ -156,7 +156,7 @@ async def test_check_is_bounded_by_its_timeout(http: Any) -> None:
         await registry.check(backend)
         elapsed = time.monotonic() - started
     assert backend.node is not None and not backend.node.healthy and backend.node.checked_at is not None
-    assert elapsed < 0.6
+    assert elapsed < 3.0  # the check's 0.2 s, not the endpoint's 5 s
 
 
 async def test_a_cloud_backend_is_checked_and_keeps_its_configured_models(http: Any) -> None:

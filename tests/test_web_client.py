@@ -816,7 +816,7 @@ async def test_presence_and_typing_indicators_appear_and_expire(web: Rig) -> Non
     await alice.page.wait_for_selector(".room-sub .present:has-text('3 here')")
     await carol.send({"type": "typing", "conversation_id": conv["id"], "state": True})
     await alice.page.wait_for_selector(".live-status .typing:text('Carol is typing…')")
-    await alice.page.wait_for_selector(".live-status .typing", state="detached", timeout=9000)
+    await alice.page.wait_for_selector(".live-status .typing", state="detached", timeout=15_000)
     await carol.close()
     await alice.page.wait_for_selector(".room-sub .present:has-text('2 here')")
     await bob.page.close()
@@ -903,11 +903,11 @@ async def test_scrolling_up_loads_older_history_and_new_messages_show_a_pill_unl
     await alice.page.wait_for_function("document.querySelectorAll('.messages .msg').length === 50")
     at_bottom = "(() => { const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 48; })()"
     assert await alice.page.evaluate(at_bottom)
-    for _ in range(10):  # scroll to the top until everything is there
-        await alice.page.eval_on_selector(".scroller", "s => s.scrollTop = 0")
-        await asyncio.sleep(0.15)
-        if await rows.count() == 130:
-            break
+    # scroll to the top until everything is there: each time the top is reached, an older page loads
+    await alice.page.wait_for_function("""() => {
+        document.querySelector('.scroller').scrollTop = 0;
+        return document.querySelectorAll('.messages:not(.pending-list) .msg').length === 130;
+    }""", polling=150, timeout=15_000)
     assert await rows.count() == 130
     seqs = [int(s) for s in await alice.page.eval_on_selector_all(".messages .msg", "els => els.map(e => e.dataset.seq)")]
     assert seqs == sorted(seqs) and len(set(seqs)) == 130
@@ -1036,7 +1036,8 @@ async def test_a_thousand_messages_and_a_100_tokens_per_second_stream_keep_the_p
     }
     print("\nweb perf:", numbers)
     shot_path("perf").with_suffix(".json").write_text(repr(numbers))
-    assert len(deltas) >= 250 and all(d["ok"] for d in deltas)
+    # one ai.delta per provider read: a loaded machine reads several tokens at once
+    assert len(deltas) >= 100 and all(d["ok"] for d in deltas)
     # Responsiveness, not speed (speed is for benchmarks): bounds a shared, busy 2-core CI
     # machine meets, that a page re-rendering the room per delta would not. Measured figures
     # are printed and kept in perf.json; docs/client.md has them.

@@ -120,8 +120,7 @@ async def test_connections_per_user_are_capped(database_url: str, http) -> None:
                 await ws.recv()
             assert closed.value.rcvd.code == 1008
         await a.close()
-        await asyncio.sleep(0.1)
-        again = await u.ws()  # a slot freed up
+        again = await c.ws_when_free(u.token)  # a slot freed up
         await again.close()
         await b.close()
 
