@@ -157,10 +157,12 @@ class MessageStore:
             "          ORDER BY seq DESC LIMIT $7),"
             # replies to earlier messages that were stored after the trigger (it was sent while
             # they were queued) and have completed since: each in its place, after its own trigger
+            # (only the window's triggers can have one the window keeps: looked up by reply_to)
             " late AS (SELECT m.role, m.content, m.author_id, m.seq, t.seq AS at"
-            "          FROM messages m JOIN messages t ON t.id = m.reply_to"
-            "          WHERE m.conversation_id = $1 AND m.seq > $6 AND t.seq < $6"
-            "            AND m.status = 'complete' AND m.content <> ''),"
+            "          FROM (SELECT id, seq FROM messages WHERE conversation_id = $1 AND role = 'user'"
+            "                AND seq < $6 ORDER BY seq DESC LIMIT $7) AS t"
+            "          JOIN messages m ON m.reply_to = t.id"
+            "          WHERE m.seq > $6 AND m.status = 'complete' AND m.content <> ''),"
             " h AS (SELECT role, content, author_id, seq, at,"
             "              sum(length(content)) OVER (ORDER BY at DESC, seq DESC) AS total"
             "       FROM (SELECT * FROM upto UNION ALL SELECT * FROM late) AS lines"
