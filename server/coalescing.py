@@ -9,9 +9,9 @@ fewer, larger frames, which is what lets it catch up. Two signals, from one time
 every 50 ms while replies stream: the loop's lag (how late the probe runs; the window
 follows twice that), and how busy the event loop's thread is (its CPU time over wall time
 in the probe's interval: from 60% busy the window widens in proportion, reaching the cap
-at 90%). The lag alone misses a server that is behind: a backlog waits in the sockets' kernel buffers,
-not in the loop's ready queue, and every loop pass can stay short. Text is only ever
-appended: never reordered, never dropped.
+at 90%). The lag alone misses a server that is behind: a backlog waits in the sockets'
+kernel buffers, not in the loop's ready queue, and every loop pass can stay short. Text is
+only ever appended: never reordered, never dropped.
 """
 
 from __future__ import annotations
